@@ -1,0 +1,1 @@
+"""Task queue, submissions, agreement, import and export. Pure Python on `db`."""

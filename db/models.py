@@ -1,0 +1,308 @@
+"""The tables of the whole feedback loop: documents, candidates, tasks, judgements, models, runs.
+
+Rules that must hold even under concurrent writers (one judgement per assignment, one
+assignment per rater and task, ratings in range) live here as constraints, not in callers.
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Named constraints let Alembic's batch mode drop and recreate them on SQLite.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def digest(text: str) -> str:
+    """The hash that deduplicates documents and candidates: same text, same row."""
+    return hashlib.sha256(text.strip().encode("utf-8")).hexdigest()
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime()}
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    # Stored as strings with a CHECK, so adding a member is a plain migration on any backend.
+    return Enum(cls, native_enum=False, values_callable=lambda e: [m.value for m in e],
+                length=24, validate_strings=True)
+
+
+class ModelKind(str, enum.Enum):
+    POLICY = "policy"
+    REWARD = "reward"
+    RANKER = "ranker"
+    BACKBONE = "backbone"  # a pretrained encoder that reward/ranker models start from
+
+
+class ModelStatus(str, enum.Enum):
+    REGISTERED = "registered"
+    ACTIVE = "active"
+    RETIRED = "retired"
+    FAILED = "failed"
+
+
+class CandidateOrigin(str, enum.Enum):
+    MODEL = "model"          # sampled from a registered model version
+    REFERENCE = "reference"  # the document's human reference summary
+    IMPORTED = "imported"    # text that came with imported human judgements
+
+
+class Role(str, enum.Enum):
+    ANNOTATOR = "annotator"
+    ADMIN = "admin"
+
+
+class AssignmentStatus(str, enum.Enum):
+    LEASED = "leased"
+    SUBMITTED = "submitted"
+    SKIPPED = "skipped"
+
+
+class Strength(str, enum.Enum):
+    """How much better the best summary is than the next best (the Llama 2 scale)."""
+
+    SIGNIFICANTLY = "significantly"
+    BETTER = "better"
+    SLIGHTLY = "slightly"
+    NEGLIGIBLY = "negligibly"
+
+
+class RunStatus(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class Document(Base):
+    __tablename__ = "document"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(64))
+    external_id: Mapped[str | None] = mapped_column(String(128))
+    title: Mapped[str | None] = mapped_column(Text)
+    subreddit: Mapped[str | None] = mapped_column(String(128))
+    text: Mapped[str] = mapped_column(Text)
+    # False for documents known only by id (ratings imported without the post): never served.
+    has_text: Mapped[bool] = mapped_column(default=True)
+    reference_summary: Mapped[str | None] = mapped_column(Text)
+    split: Mapped[str | None] = mapped_column(String(32))
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    candidates: Mapped[list[Candidate]] = relationship(back_populates="document")
+
+    __table_args__ = (UniqueConstraint("source", "external_id"),)
+
+    def __repr__(self) -> str:
+        return f"Document(id={self.id}, source={self.source!r}, external_id={self.external_id!r})"
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_version"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[ModelKind] = mapped_column(_enum(ModelKind))
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    base_model: Mapped[str] = mapped_column(Text)  # hub id, local folder or GGUF file
+    artifact_path: Mapped[str | None] = mapped_column(Text)  # adapter or trained weights
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
+    round: Mapped[int | None]
+    data_snapshot: Mapped[dict[str, Any] | None]
+    config: Mapped[dict[str, Any] | None]
+    metrics: Mapped[dict[str, Any] | None]
+    status: Mapped[ModelStatus] = mapped_column(_enum(ModelStatus), default=ModelStatus.REGISTERED)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    parent: Mapped[ModelVersion | None] = relationship(remote_side=[id])
+
+    def __repr__(self) -> str:
+        return f"ModelVersion(id={self.id}, kind={self.kind.value}, name={self.name!r})"
+
+
+class Candidate(Base):
+    __tablename__ = "candidate"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("document.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(Text)
+    text_hash: Mapped[str] = mapped_column(String(64))
+    origin: Mapped[CandidateOrigin] = mapped_column(_enum(CandidateOrigin))
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
+    decoding: Mapped[dict[str, Any] | None]  # temperature, top_k, ..., prompt template
+    token_count: Mapped[int | None]
+    meta: Mapped[dict[str, Any] | None]  # e.g. rating means that came with an import
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    document: Mapped[Document] = relationship(back_populates="candidates")
+    model_version: Mapped[ModelVersion | None] = relationship()
+
+    # The same text for the same document is one candidate, whoever produced it again.
+    __table_args__ = (UniqueConstraint("document_id", "text_hash"),)
+
+    def __repr__(self) -> str:
+        return f"Candidate(id={self.id}, document_id={self.document_id}, origin={self.origin.value})"
+
+
+class ComparisonTask(Base):
+    __tablename__ = "comparison_task"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("document.id", ondelete="CASCADE"))
+    replication_target: Mapped[int] = mapped_column(default=3)
+    round: Mapped[int | None]
+    batch: Mapped[str | None] = mapped_column(String(64))
+    priority: Mapped[int] = mapped_column(default=0)
+    gold_candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidate.id"))
+    # Kept in step with the judgement rows inside the submitting transaction, so the queue
+    # can order and filter without counting judgements on every request.
+    judgement_count: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    document: Mapped[Document] = relationship()
+    slots: Mapped[list[TaskCandidate]] = relationship(
+        back_populates="task", order_by="TaskCandidate.slot", cascade="all, delete-orphan")
+
+    __table_args__ = (
+        CheckConstraint("replication_target >= 1", name="replication_positive"),
+        CheckConstraint("judgement_count >= 0", name="count_nonnegative"),
+        Index("ix_task_queue", "priority", "judgement_count"),
+    )
+
+    @property
+    def candidate_ids(self) -> list[int]:
+        return [s.candidate_id for s in self.slots]
+
+    def __repr__(self) -> str:
+        return f"ComparisonTask(id={self.id}, document_id={self.document_id}, n={len(self.slots)})"
+
+
+class TaskCandidate(Base):
+    """A candidate's place in a task; slot is the canonical order, not what a rater sees."""
+
+    __tablename__ = "task_candidate"
+    task_id: Mapped[int] = mapped_column(
+        ForeignKey("comparison_task.id", ondelete="CASCADE"), primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidate.id"), primary_key=True)
+    slot: Mapped[int]
+
+    task: Mapped[ComparisonTask] = relationship(back_populates="slots")
+    candidate: Mapped[Candidate] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("task_id", "slot"),
+        CheckConstraint("slot >= 0 AND slot < 4", name="slot_range"),
+    )
+
+
+class Rater(Base):
+    __tablename__ = "rater"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[Role] = mapped_column(_enum(Role), default=Role.ANNOTATOR)
+    password_hash: Mapped[str | None] = mapped_column(String(128))  # None: cannot log in
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"Rater(id={self.id}, name={self.name!r}, role={self.role.value})"
+
+
+class Assignment(Base):
+    __tablename__ = "assignment"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("comparison_task.id", ondelete="CASCADE"))
+    rater_id: Mapped[int] = mapped_column(ForeignKey("rater.id"))
+    display_order: Mapped[list[Any]]  # candidate ids in the order this rater sees them
+    status: Mapped[AssignmentStatus] = mapped_column(
+        _enum(AssignmentStatus), default=AssignmentStatus.LEASED)
+    leased_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_expires_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    skip_reason: Mapped[str | None] = mapped_column(String(256))
+
+    task: Mapped[ComparisonTask] = relationship()
+    rater: Mapped[Rater] = relationship()
+
+    # Never the same rater twice on one task.
+    __table_args__ = (UniqueConstraint("task_id", "rater_id"),)
+
+
+class Judgement(Base):
+    __tablename__ = "judgement"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # One judgement per assignment: a double click or a retried request cannot store two.
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignment.id"), unique=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("comparison_task.id", ondelete="CASCADE"))
+    rater_id: Mapped[int] = mapped_column(ForeignKey("rater.id"))
+    best_candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidate.id"))
+    strength: Mapped[Strength | None] = mapped_column(_enum(Strength))
+    all_unacceptable: Mapped[bool] = mapped_column(default=False)
+    comment: Mapped[str | None] = mapped_column(Text)
+    time_taken_s: Mapped[float | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    assignment: Mapped[Assignment] = relationship()
+    task: Mapped[ComparisonTask] = relationship()
+    rater: Mapped[Rater] = relationship()
+    best_candidate: Mapped[Candidate | None] = relationship()
+    ratings: Mapped[list[CandidateRating]] = relationship(
+        back_populates="judgement", cascade="all, delete-orphan")
+
+    __table_args__ = (UniqueConstraint("task_id", "rater_id"),)
+
+
+class CandidateRating(Base):
+    __tablename__ = "candidate_rating"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    judgement_id: Mapped[int] = mapped_column(ForeignKey("judgement.id", ondelete="CASCADE"))
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidate.id"))
+    quality: Mapped[int | None]  # overall quality, 1-7
+    factual: Mapped[bool | None]
+    extra: Mapped[dict[str, Any] | None]  # other rated axes (coverage, coherence, ...)
+
+    judgement: Mapped[Judgement] = relationship(back_populates="ratings")
+
+    __table_args__ = (
+        UniqueConstraint("judgement_id", "candidate_id"),
+        CheckConstraint("quality IS NULL OR (quality >= 1 AND quality <= 7)", name="quality_range"),
+    )
+
+
+class TrainingRun(Base):
+    __tablename__ = "training_run"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # reward, ranker, slic, generate, ...
+    status: Mapped[RunStatus] = mapped_column(_enum(RunStatus), default=RunStatus.QUEUED)
+    config: Mapped[dict[str, Any] | None]
+    metrics: Mapped[dict[str, Any] | None]
+    log: Mapped[str | None] = mapped_column(Text)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]

@@ -1,0 +1,1 @@
+"""Model loading, sampling, reward and ranking models, SLiC-HF, evaluation and rounds."""

@@ -1,0 +1,56 @@
+"""Prompt layouts for summarisation: the model's chat template, or the classic TL;DR layout."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+TEMPLATES = ("auto", "chat", "tldr")
+INSTRUCTION = "Summarize this Reddit post in one or two sentences (a TL;DR)."
+
+
+@dataclass(frozen=True)
+class DocPrompt:
+    """What a prompt is built from; `key` is the caller's handle (a document id, a file line)."""
+
+    key: object
+    text: str
+    title: str | None = None
+    subreddit: str | None = None
+
+
+def resolve_template(tokenizer: PreTrainedTokenizerBase, template: str) -> str:
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown prompt template {template!r}; use one of {', '.join(TEMPLATES)}")
+    if template == "auto":
+        return "chat" if tokenizer.chat_template else "tldr"
+    return template
+
+
+def _truncate(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int) -> str:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens]).rstrip() + " …"
+
+
+def post_block(doc: DocPrompt, body: str) -> str:
+    lines = [f"SUBREDDIT: r/{doc.subreddit}" if doc.subreddit else None,
+             f"TITLE: {doc.title}" if doc.title else None, f"POST: {body}"]
+    return "\n".join(line for line in lines if line)
+
+
+def build_prompt(tokenizer: PreTrainedTokenizerBase, doc: DocPrompt, template: str,
+                 max_post_tokens: int = 512) -> str:
+    """The text the policy continues with a summary; long posts are cut to `max_post_tokens`."""
+    block = post_block(doc, _truncate(tokenizer, doc.text, max_post_tokens))
+    if resolve_template(tokenizer, template) == "chat":
+        messages = [{"role": "user", "content": f"{INSTRUCTION}\n\n{block}"}]
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return f"{block}\nTL;DR:"
+
+
+def clean_summary(text: str, template: str) -> str:
+    """The summary proper: the TL;DR layout has no end marker, so stop at the first blank line."""
+    text = text.strip()
+    if template == "tldr":
+        text = text.split("\n\n", 1)[0].strip()
+    return text
