@@ -75,7 +75,7 @@ def sample_prompts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
         cache = out.past_key_values
         cache.batch_repeat_interleave(k)
         gen = model.generate(input_ids=ids.repeat_interleave(k, 0), attention_mask=mask.repeat_interleave(k, 0),
-                             past_key_values=cache, **gen_kwargs)
+                             cache=cache, **gen_kwargs)
     else:
         gen = model.generate(input_ids=ids, attention_mask=mask, num_return_sequences=k, **gen_kwargs)
     new = gen[:, ids.shape[1]:].tolist()

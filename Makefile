@@ -1,0 +1,33 @@
+# The two commands:  `make run` (set up, seed the demo, start the app)  and  `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export CALIBRA_HOME ?= $(CURDIR)/.calibra
+
+.PHONY: run test setup models demo bench
+
+run: setup models demo
+	@echo "Demo data seeded in $(CALIBRA_HOME). The annotation web app is not part of this release yet;"
+	@echo "inspect the data with: $(BIN)/calibra status"
+
+test: setup models
+	$(BIN)/python -m pytest -q
+
+setup: $(BIN)/.installed
+
+# torch is installed first and pinned, so pip takes the CPU build instead of a multi-GB CUDA one.
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+models: setup
+	$(BIN)/calibra models fetch
+
+demo: setup models
+	$(BIN)/calibra demo seed
+
+bench: setup models
+	$(BIN)/python bench/generate.py

@@ -1,0 +1,140 @@
+"""Shared fixtures: settings in a temporary home, databases (SQLite, PostgreSQL), tiny models."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# No test may reach a model hub; the one that checks the error for an unreachable hub says so.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from app.config import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+TLDR = SHARED / "data" / "tldr"
+PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), default=Path("/usr/lib/postgresql/15/bin"))
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get("CALIBRA_MODELS_DIR", ROOT / ".calibra" / "models"))
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh CALIBRA_HOME with the shared default models, as the CLI would see it."""
+    for key in [k for k in os.environ if k.startswith("CALIBRA_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("CALIBRA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CALIBRA_MODELS_DIR", str(models_dir()))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def settings(env: Path) -> Settings:
+    return load_settings()
+
+
+@pytest.fixture
+def ctx(settings: Settings):  # type: ignore[no-untyped-def]
+    from app.context import open_context
+
+    context = open_context(settings)
+    yield context
+    context.engine.dispose()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throw-away PostgreSQL server from Debian's binaries, on loopback."""
+    if not (PG_BIN / "initdb").exists():
+        pytest.fail("PostgreSQL is not installed (apt-get install postgresql); .ci/run installs it")
+    # Not under pytest's tmp folder: that is private to root, and the server runs as `postgres`.
+    base = Path(tempfile.mkdtemp(prefix="calibra-pg-"))
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(base, "postgres")
+        shutil.chown(sock, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    for cmd in ([str(PG_BIN / "initdb"), "-D", str(data), "-U", "calibra", "-A", "trust"],
+                [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-o",
+                 f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off", "start"]):
+        done = subprocess.run([*as_user, *cmd], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.fail(f"{cmd[0]} failed: {done.stdout}{done.stderr}")
+    try:
+        url = f"postgresql+psycopg://calibra@127.0.0.1:{port}/postgres"
+        yield url
+    finally:
+        subprocess.run([*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_database(postgres_url: str) -> Iterator[str]:
+    """A new empty database on the session's server, for one test."""
+    import psycopg
+
+    name = f"t{time.time_ns()}"
+    admin = postgres_url.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised Llama-style LM with its own small BPE tokenizer and chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    import torch
+
+    corpus = [line for p in sorted((ROOT / "app" / "demo").glob("*.jsonl")) for line in p.read_text().splitlines()]
+    bpe = Tokenizer(models.BPE(unk_token=None))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=512, special_tokens=specials,
+                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                        pad_token="<|endoftext|>")
+    tokenizer.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                               "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    out = tmp_path_factory.mktemp("tiny-lm")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def default_policy() -> Path:
+    from training.defaults import POLICY
+
+    path = POLICY.path(models_dir())
+    if not path.exists():
+        pytest.fail(f"default policy missing at {path}: run `calibra models fetch` (make setup does)")
+    return path

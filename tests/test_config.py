@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.config import ConfigError, load_settings
+
+
+def test_defaults_need_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = load_settings(environ={})
+    assert s.home == tmp_path / ".calibra"
+    assert s.database_url == f"sqlite:///{tmp_path / '.calibra' / 'calibra.db'}"
+    assert s.models_dir == tmp_path / ".calibra" / "models" and s.config_file is None
+
+
+def test_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "calibra.toml").write_text('home = "data"\nlease_minutes = 5\nreplication = 5\n')
+    s = load_settings(environ={"CALIBRA_DATABASE_URL": "postgresql+psycopg://u@h/db", "CALIBRA_REPLICATION": "2"})
+    assert s.home == tmp_path / "data" and s.lease_minutes == 5.0
+    assert s.database_url == "postgresql+psycopg://u@h/db" and s.replication == 2
+
+
+def test_unknown_or_bad_settings_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "calibra.toml").write_text("replicaton = 3\n")
+    with pytest.raises(ConfigError, match="replicaton"):
+        load_settings(environ={})
+    (tmp_path / "calibra.toml").write_text("replication = 'three'\n")
+    with pytest.raises(ConfigError, match="replication"):
+        load_settings(environ={})
