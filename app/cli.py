@@ -24,10 +24,12 @@ models_cli = typer.Typer(help="Default models and registered model versions.", n
 import_cli = typer.Typer(help="Import documents and human judgements.", no_args_is_help=True)
 tasks_cli = typer.Typer(help="Comparison tasks for annotators.", no_args_is_help=True)
 demo_cli = typer.Typer(help="The demo data set shipped with Calibra.", no_args_is_help=True)
+users_cli = typer.Typer(help="Annotator and admin accounts.", no_args_is_help=True)
 cli.add_typer(models_cli, name="models")
 cli.add_typer(import_cli, name="import")
 cli.add_typer(tasks_cli, name="tasks")
 cli.add_typer(demo_cli, name="demo")
+cli.add_typer(users_cli, name="users")
 
 DEMO_POSTS = Path(__file__).parent / "demo" / "posts.jsonl"
 
@@ -280,6 +282,38 @@ def tasks_create(
         created = create_tasks(db, spec, source=source, limit=limit)
         sizes = [len(t.slots) for t in created]
     _print({"tasks_created": len(created), "candidates_in_tasks": sum(sizes)}, as_json)
+
+
+@users_cli.command("add")
+@reports_errors
+def users_add(
+    name: Annotated[str, typer.Argument(help="login name")],
+    role: Annotated[str, typer.Option(help="annotator | admin")] = "annotator",
+    password_env: Annotated[str | None, typer.Option(help="read the password from this environment variable")] = None,
+) -> None:
+    """Create an account; the password is stored as a bcrypt hash.
+
+    Examples:
+      calibra users add alice --role admin            (asks for the password)
+      ANN_PW=... calibra users add bob --password-env ANN_PW
+    """
+    import os
+
+    from annotate.users import add_user
+    from db.models import Role
+
+    if role not in {r.value for r in Role}:
+        raise CliError(f"--role must be annotator or admin, not {role!r}")
+    if password_env is not None:
+        if password_env not in os.environ:
+            raise CliError(f"environment variable {password_env} is not set")
+        password = os.environ[password_env]
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    ctx = open_context()
+    with ctx.transaction() as db:
+        add_user(db, name, Role(role), password)
+    typer.echo(f"added {role} {name}")
 
 
 @demo_cli.command("seed")

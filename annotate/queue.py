@@ -1,0 +1,110 @@
+"""Which task a rater sees next, and the lease that holds it for them.
+
+A task is open to a rater when its document has text, the rater has not judged or skipped it,
+and its submitted judgements plus unexpired leases held by others are below its replication
+target. Among open tasks: highest priority first, then fewest judgements (breadth-first).
+Gold tasks (a known best answer) are served at a configured rate and look like any other.
+
+Under concurrency the count is re-checked with the task row locked (`FOR UPDATE` on
+PostgreSQL; SQLite's write transactions are serialised by `BEGIN IMMEDIATE`), so two raters
+asking at once never push a task past its target.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy.orm import Session
+
+from db.models import (
+    Assignment, AssignmentStatus, ComparisonTask, Document, Rater, utcnow,
+)
+
+CANDIDATE_WINDOW = 32  # open tasks considered per request; the first that can be locked wins
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    lease: timedelta = timedelta(minutes=15)
+    gold_rate: float = 0.1  # share of requests that are offered a gold task when one is open
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.gold_rate <= 1:
+            raise ValueError("gold_rate must be between 0 and 1")
+
+
+def _live_lease(now: datetime):  # type: ignore[no-untyped-def]
+    return and_(Assignment.status == AssignmentStatus.LEASED, Assignment.lease_expires_at > now)
+
+
+def _held(task_id, now: datetime, rater_id: int | None = None):  # type: ignore[no-untyped-def]
+    """Submitted judgements plus live leases of others: what counts against the target."""
+    others = Assignment.rater_id != rater_id if rater_id is not None else True
+    return (select(func.count()).select_from(Assignment)
+            .where(Assignment.task_id == task_id,
+                   or_(Assignment.status == AssignmentStatus.SUBMITTED, and_(_live_lease(now), others)))
+            .scalar_subquery())
+
+
+def open_tasks_query(rater_id: int, now: datetime, *, gold: bool | None = None):  # type: ignore[no-untyped-def]
+    done_by_rater = exists().where(
+        Assignment.task_id == ComparisonTask.id, Assignment.rater_id == rater_id,
+        Assignment.status.in_([AssignmentStatus.SUBMITTED, AssignmentStatus.SKIPPED]))
+    query = (select(ComparisonTask.id)
+             .join(Document, Document.id == ComparisonTask.document_id)
+             .where(Document.has_text.is_(True),
+                    ComparisonTask.judgement_count < ComparisonTask.replication_target,
+                    ~done_by_rater,
+                    _held(ComparisonTask.id, now, rater_id) < ComparisonTask.replication_target))
+    if gold is not None:
+        query = query.where(ComparisonTask.gold_candidate_id.is_not(None) if gold
+                            else ComparisonTask.gold_candidate_id.is_(None))
+    return query
+
+
+def current_assignment(db: Session, rater: Rater, now: datetime) -> Assignment | None:
+    return db.scalar(select(Assignment).where(Assignment.rater_id == rater.id, _live_lease(now))
+                     .order_by(Assignment.leased_at))
+
+
+def next_assignment(db: Session, rater: Rater, policy: QueuePolicy = QueuePolicy(), *,
+                    now: datetime | None = None, rng: random.Random | None = None) -> Assignment | None:
+    """The rater's live lease if they hold one, else a new lease on the best open task."""
+    now = now or utcnow()
+    rng = rng or random.Random()
+    held = current_assignment(db, rater, now)
+    if held is not None:
+        return held
+    order = (ComparisonTask.priority.desc(), ComparisonTask.judgement_count, ComparisonTask.id)
+    prefer_gold = rng.random() < policy.gold_rate
+    for gold in ((True, False) if prefer_gold else (False, True)):
+        ids = db.scalars(open_tasks_query(rater.id, now, gold=gold).order_by(*order).limit(CANDIDATE_WINDOW)).all()
+        for task_id in ids:
+            assignment = _try_lease(db, task_id, rater, now, policy.lease, rng)
+            if assignment is not None:
+                return assignment
+    return None
+
+
+def _try_lease(db: Session, task_id: int, rater: Rater, now: datetime, lease: timedelta,
+               rng: random.Random) -> Assignment | None:
+    task = db.scalar(select(ComparisonTask).where(ComparisonTask.id == task_id).with_for_update())
+    if task is None or db.scalar(select(_held(task.id, now, rater.id))) >= task.replication_target:
+        return None
+    order = list(task.candidate_ids)
+    rng.shuffle(order)  # per rater: position tells nothing about the source
+    mine = db.scalar(select(Assignment).where(Assignment.task_id == task.id, Assignment.rater_id == rater.id))
+    if mine is None:
+        mine = Assignment(task_id=task.id, rater_id=rater.id, display_order=order)
+        db.add(mine)
+    # An expired lease of this rater's own is renewed in place (one row per rater and task).
+    mine.status, mine.leased_at, mine.lease_expires_at = AssignmentStatus.LEASED, now, now + lease
+    db.flush()
+    return mine
+
+
+def queue_size(db: Session, rater: Rater, now: datetime | None = None) -> int:
+    """Tasks still open to this rater."""
+    return db.scalar(select(func.count()).select_from(open_tasks_query(rater.id, now or utcnow()).subquery())) or 0

@@ -1,0 +1,108 @@
+"""Judgements and skips, validated on the server; a retried submit stores nothing twice."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from annotate.errors import InvalidInput, NotFound
+from db.models import (
+    Assignment, AssignmentStatus, CandidateRating, ComparisonTask, Judgement, Rater, Strength, utcnow,
+)
+
+LETTERS = "ABCD"
+SKIP_REASONS = ("can't judge", "offensive content", "broken or empty text", "other")
+
+
+@dataclass(frozen=True)
+class SummaryRating:
+    quality: int | None  # 1-7
+    factual: bool | None
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What the rater sends, in terms of the letters they saw (A is the first summary shown)."""
+
+    best: str | None
+    ratings: dict[str, SummaryRating] = field(default_factory=dict)
+    strength: str | None = None
+    all_unacceptable: bool = False
+    comment: str | None = None
+
+
+def _own_assignment(db: Session, assignment_id: int, rater: Rater) -> Assignment:
+    # Row lock: two submits of one assignment (a double click) run one after the other.
+    assignment = db.scalar(select(Assignment).where(Assignment.id == assignment_id).with_for_update())
+    if assignment is None or assignment.rater_id != rater.id:
+        raise NotFound(f"no assignment {assignment_id} for {rater.name}")
+    return assignment
+
+
+def validate(assignment: Assignment, sub: Submission, now: datetime) -> None:
+    letters = LETTERS[:len(assignment.display_order)]
+    if assignment.status != AssignmentStatus.LEASED:
+        raise InvalidInput(f"this task was already {assignment.status.value}", field="assignment")
+    if assignment.lease_expires_at is not None and assignment.lease_expires_at <= now:
+        raise InvalidInput("the lease on this task expired; open the next task", field="assignment")
+    if not sub.best:
+        raise InvalidInput("choose the best summary", field="best")
+    if sub.best not in letters:
+        raise InvalidInput(f"{sub.best!r} was not shown; choose one of {', '.join(letters)}", field="best")
+    for letter in letters:
+        rating = sub.ratings.get(letter)
+        if rating is None or rating.quality is None:
+            raise InvalidInput(f"rate the overall quality of summary {letter}", field=f"quality_{letter}")
+        if not isinstance(rating.quality, int) or not 1 <= rating.quality <= 7:
+            raise InvalidInput(f"quality of summary {letter} must be 1-7, got {rating.quality!r}",
+                               field=f"quality_{letter}")
+        if rating.factual is None:
+            raise InvalidInput(f"say whether summary {letter} is factual", field=f"factual_{letter}")
+    extra = set(sub.ratings) - set(letters)
+    if extra:
+        raise InvalidInput(f"summaries {', '.join(sorted(extra))} were not shown", field="ratings")
+    if sub.strength is not None and sub.strength not in {s.value for s in Strength}:
+        raise InvalidInput(f"must be one of {', '.join(s.value for s in Strength)}", field="strength")
+
+
+def submit(db: Session, assignment_id: int, rater: Rater, sub: Submission, *,
+           now: datetime | None = None) -> Judgement:
+    """Store the judgement. Submitting the same assignment again returns the stored judgement."""
+    now = now or utcnow()
+    assignment = _own_assignment(db, assignment_id, rater)
+    if assignment.status == AssignmentStatus.SUBMITTED:
+        stored = db.scalar(select(Judgement).where(Judgement.assignment_id == assignment.id))
+        if stored is not None:
+            return stored  # a double click or a retried request
+    validate(assignment, sub, now)
+    shown = dict(zip(LETTERS, assignment.display_order))
+    judgement = Judgement(
+        assignment_id=assignment.id, task_id=assignment.task_id, rater_id=rater.id,
+        best_candidate_id=shown[sub.best], strength=Strength(sub.strength) if sub.strength else None,
+        all_unacceptable=sub.all_unacceptable, comment=(sub.comment or "").strip() or None,
+        time_taken_s=(now - assignment.leased_at).total_seconds(),
+        ratings=[CandidateRating(candidate_id=shown[letter], quality=r.quality, factual=r.factual)
+                 for letter, r in sub.ratings.items()])
+    db.add(judgement)
+    assignment.status, assignment.completed_at = AssignmentStatus.SUBMITTED, now
+    # The counter moves in SQL, not in Python, so concurrent submits cannot lose an increment.
+    db.execute(update(ComparisonTask).where(ComparisonTask.id == assignment.task_id)
+               .values(judgement_count=ComparisonTask.judgement_count + 1))
+    db.flush()
+    return judgement
+
+
+def skip(db: Session, assignment_id: int, rater: Rater, reason: str, *, now: datetime | None = None) -> Assignment:
+    """Give the task back: it goes to other raters and never returns to this one."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput(f"give a reason, e.g. {', '.join(SKIP_REASONS)}", field="reason")
+    assignment = _own_assignment(db, assignment_id, rater)
+    if assignment.status != AssignmentStatus.LEASED:
+        raise InvalidInput(f"this task was already {assignment.status.value}", field="assignment")
+    assignment.status, assignment.skip_reason = AssignmentStatus.SKIPPED, reason[:256]
+    assignment.completed_at = now or utcnow()
+    db.flush()
+    return assignment
