@@ -316,16 +316,47 @@ def users_add(
     typer.echo(f"added {role} {name}")
 
 
+DEMO_USERS = {"annotator1": "annotator", "annotator2": "annotator", "annotator3": "annotator", "admin": "admin"}
+DEMO_PASSWORD = "calibra-demo"
+
+
 @demo_cli.command("seed")
 @reports_errors
 def demo_seed(per_doc: Annotated[int, typer.Option(help="samples per post from the default policy")] = 3) -> None:
-    """Load the shipped demo posts, sample candidates from the active policy, create tasks.
+    """Load the shipped demo posts, sample candidates from the active policy, create tasks and
+    the demo logins (password "calibra-demo").
 
     Running it again adds nothing new. Example: calibra demo seed
     """
+    from sqlalchemy import select
+
+    from annotate.users import add_user
+    from db.models import Rater, Role
+
     import_documents(file=DEMO_POSTS, source="demo", layout="documents")
     generate(per_doc=per_doc, source="demo", seed=0)
     tasks_create(per_task=min(4, per_doc + 1), batch="demo", source="demo")
+    ctx = open_context()
+    with ctx.transaction() as db:
+        for name, role in DEMO_USERS.items():
+            if db.scalar(select(Rater.id).where(Rater.name == name)) is None:
+                add_user(db, name, Role(role), DEMO_PASSWORD)
+    typer.echo(f"demo logins: {', '.join(DEMO_USERS)} (password: {DEMO_PASSWORD})")
+
+
+@cli.command()
+@reports_errors
+def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="port to listen on")] = 7860) -> None:
+    """Start the annotation app (log in with an account from `calibra users add`).
+
+    Example: calibra serve --host 0.0.0.0 --port 7860
+    """
+    from app.web import launch
+
+    ctx = open_context()
+    typer.echo(f"Calibra is running at http://{host}:{port}/")
+    launch(ctx, host, port)
 
 
 def main() -> None:

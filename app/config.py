@@ -21,6 +21,7 @@ class Settings:
     max_document_chars: int = field(default=40_000, metadata={"help": "longer documents are refused on import"})
     lease_minutes: float = field(default=15.0, metadata={"help": "how long an opened task stays leased"})
     replication: int = field(default=3, metadata={"help": "judgements wanted per task"})
+    gold_rate: float = field(default=0.1, metadata={"help": "share of requests offered a gold task"})
     config_file: Path | None = None
 
     @property
@@ -74,7 +75,7 @@ def load_settings(config_file: str | None = None, environ: dict[str, str] | None
 
 
 def _coerce(name: str, value: Any) -> Any:
-    kinds = {"max_document_chars": int, "lease_minutes": float, "replication": int}
+    kinds = {"max_document_chars": int, "lease_minutes": float, "replication": int, "gold_rate": float}
     try:
         return kinds[name](value)
     except (TypeError, ValueError):

@@ -25,7 +25,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -141,7 +141,7 @@ def main() -> None:
                            "tokens_per_s": round(t.tokens_per_s, 2)} for t in (batched, single)},
         "speedup": round(batched.candidates_per_s / single.candidates_per_s, 2),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if args.json:
         print(json.dumps(report, indent=2))

@@ -1,0 +1,179 @@
+"""The annotation page in a real browser (Debian's Chromium, headless, driven by Playwright)."""
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from annotate.users import add_user
+from db import (
+    Candidate, CandidateOrigin, ComparisonTask, Document, Judgement, ModelKind, ModelVersion, Rater, Role,
+    TaskCandidate,
+)
+from db.models import digest
+
+CHROMIUM = Path("/usr/bin/chromium")
+SECRET_MODELS = ["secret-policy-v7", "hidden-baseline-v2", "mystery-sft-v1"]
+XSS = 'Look: <script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> **not bold**'
+PASSWORD = "browser-pass-1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def app_url(ctx) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    from app.web import launch
+
+    with ctx.transaction() as db:
+        versions = [ModelVersion(kind=ModelKind.POLICY, name=n, base_model="x") for n in SECRET_MODELS]
+        for i, body in enumerate([XSS, "My landlord kept the deposit.", "The bus was late again."]):
+            doc = Document(source="test", title=f"Post {i}", subreddit="test", text=body, content_hash=digest(body))
+            cands = [Candidate(document=doc, text=f"Summary {j} of post {i} <b>bold?</b>", text_hash=digest(f"{i}{j}"),
+                               origin=CandidateOrigin.MODEL, model_version=versions[j % 3]) for j in range(4)]
+            db.add(ComparisonTask(document=doc, replication_target=3, priority=10 - i,
+                                  slots=[TaskCandidate(candidate=c, slot=j) for j, c in enumerate(cands)]))
+        for name in ("ann1", "ann2"):
+            add_user(db, name, Role.ANNOTATOR, PASSWORD)
+    port = _free_port()
+    demo = launch(ctx, "127.0.0.1", port, block=False)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture
+def browser():  # type: ignore[no-untyped-def]
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail("Chromium is missing: apt-get install chromium (.ci/run does)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM),
+                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+def open_as(browser, url: str, name: str):  # type: ignore[no-untyped-def]
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    bodies: list[str] = []
+
+    def keep(response) -> None:  # type: ignore[no-untyped-def]
+        try:
+            bodies.append(response.text())
+        except Exception:  # noqa: BLE001 - streamed or binary bodies cannot be read back
+            pass
+
+    page.on("response", keep)
+    page.goto(url)
+    page.locator("input[type=text]").fill(name)
+    page.locator("input[type=password]").fill(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#summary-A textarea", timeout=30_000)
+    wait_for_task(page, None)
+    return page, bodies
+
+
+def wait_for_task(page, previous_title: str | None) -> str:  # type: ignore[no-untyped-def]
+    page.wait_for_function(
+        "prev => { const t = document.querySelector('#title textarea, #title input');"
+        " return t && t.value && t.value !== prev; }", arg=previous_title, timeout=30_000)
+    return page.locator("#title textarea, #title input").first.input_value()
+
+
+def shown_summaries(page) -> list[str]:  # type: ignore[no-untyped-def]
+    return [page.locator(f"#summary-{c} textarea").input_value() for c in "ABCD"]
+
+
+def annotate_with_mouse(page) -> str:  # type: ignore[no-untyped-def]
+    title = page.locator("#title textarea, #title input").first.input_value()
+    for c in "ABCD":
+        page.locator(f"#quality-{c} label").nth(4).click()  # 5 · good
+        page.locator(f"#factual-{c} label").first.click()
+    page.locator("#best label").nth(1).click()  # B
+    page.locator("#strength label").nth(1).click()
+    page.locator("#submit-btn").click()
+    return wait_for_task(page, title)
+
+
+def tab_into(page, selector: str) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(80):
+        if page.evaluate(f"() => !!document.activeElement?.closest('{selector}')"):
+            return
+        page.keyboard.press("Tab")
+    raise AssertionError(f"Tab never reached {selector}")
+
+
+def annotate_with_keyboard(page) -> str:  # type: ignore[no-untyped-def]
+    title = page.locator("#title textarea, #title input").first.input_value()
+    for c in "ABCD":
+        tab_into(page, f"#quality-{c}")
+        page.keyboard.press("6")
+        tab_into(page, f"#factual-{c}")
+        page.keyboard.press("n" if c == "D" else "y")
+    page.keyboard.press("3")  # best: C
+    page.keyboard.press("Control+Enter")
+    return wait_for_task(page, title)
+
+
+@pytest.mark.browser
+def test_two_annotators_mouse_and_keyboard(app_url: str, browser, ctx) -> None:  # type: ignore[no-untyped-def]
+    page1, bodies1 = open_as(browser, app_url, "ann1")
+    page2, bodies2 = open_as(browser, app_url, "ann2")
+
+    # Both start on the highest-priority task, the one whose post carries HTML: shown as text.
+    for page in (page1, page2):
+        assert page.locator("#document textarea").input_value() == XSS
+        assert page.evaluate("() => window.__xss") is None
+        assert page.locator("img[src=x]").count() == 0
+        assert "<b>bold?</b>" in shown_summaries(page)[0]
+    orders = {}
+    for page, name in ((page1, "ann1"), (page2, "ann2")):
+        orders[name] = [shown_summaries(page)]
+    annotate_with_mouse(page1)
+    annotate_with_keyboard(page2)
+    orders["ann1"].append(shown_summaries(page1))
+    orders["ann2"].append(shown_summaries(page2))
+    annotate_with_mouse(page1)
+    annotate_with_keyboard(page2)
+    # same tasks in the same sequence, each annotator with an own order of the summaries
+    assert [sorted(o) for o in orders["ann1"]] == [sorted(o) for o in orders["ann2"]]
+    assert orders["ann1"] != orders["ann2"]
+    assert re.search(r"Judged today: 2 · Left in queue: 1\b", page1.locator("#progress").inner_text())
+
+    for bodies, page in ((bodies1, page1), (bodies2, page2)):
+        everything = "\n".join(bodies) + page.content()
+        for secret in SECRET_MODELS + ["model_version", "candidate_id", "text_hash"]:
+            assert secret not in everything
+
+    with ctx.transaction() as db:
+        judgements = db.scalars(select(Judgement)).all()
+        by_rater = {r.name: r.id for r in db.scalars(select(Rater))}
+        assert sorted(j.rater_id for j in judgements) == sorted([by_rater["ann1"]] * 2 + [by_rater["ann2"]] * 2)
+        for j in judgements:
+            best = db.get(Candidate, j.best_candidate_id)
+            order = j.assignment.display_order
+            if j.rater_id == by_rater["ann1"]:
+                assert order.index(best.id) == 1 and {r.quality for r in j.ratings} == {5}
+            else:
+                assert order.index(best.id) == 2 and {r.quality for r in j.ratings} == {6}
+                factual = {db.get(Candidate, r.candidate_id).id: r.factual for r in j.ratings}
+                assert factual[order[3]] is False and sum(factual.values()) == 3
+
+
+@pytest.mark.browser
+def test_refused_submission_names_the_field_and_stores_nothing(app_url: str, browser, ctx) -> None:  # type: ignore[no-untyped-def]
+    page, _ = open_as(browser, app_url, "ann1")
+    page.locator("#best label").first.click()
+    page.locator("#submit-btn").click()
+    page.wait_for_selector("text=/quality_A/", timeout=15_000)
+    assert re.search("rate the overall quality of summary A", page.content())
+    with ctx.transaction() as db:
+        assert db.scalars(select(Judgement)).all() == []
