@@ -248,8 +248,8 @@ class _Writer:
             for task in tasks:
                 hashes = frozenset(s.candidate.text_hash for s in task.slots)
                 self.tasks[(key, hashes)] = task
-            self.judged_by.update(self.db.execute(select(Judgement.task_id, Judgement.rater_id).where(
-                Judgement.task_id.in_([t.id for t in tasks]))).tuples())
+            self.judged_by.update({(t, r) for t, r in self.db.execute(select(Judgement.task_id, Judgement.rater_id).where(
+                Judgement.task_id.in_([t.id for t in tasks]))).all()}
 
     def candidate(self, doc_key: str, doc: Document, text: str, meta: dict[str, Any] | None) -> tuple[str, Candidate]:
         key = (doc_key, digest(text))

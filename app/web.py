@@ -241,9 +241,10 @@ def _add_api(h: Handlers) -> None:
             raise _as_gradio_error(exc) from None
         return {"skipped": True}
 
-    gr.api(next_task, api_name="next_task", concurrency_limit=None)
-    gr.api(submit, api_name="submit", concurrency_limit=None)
-    gr.api(skip_task, api_name="skip", concurrency_limit=None)
+    # Off the queue: scripts call these directly over HTTP, without the queue's event stream.
+    gr.api(next_task, api_name="next_task", queue=False)
+    gr.api(submit, api_name="submit", queue=False)
+    gr.api(skip_task, api_name="skip", queue=False)
 
 
 def launch(ctx: Context, host: str, port: int, *, block: bool = True) -> gr.Blocks:

@@ -1,6 +1,7 @@
 """Engines and transactions for SQLite (the embedded default) and any other SQLAlchemy URL."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,12 +35,29 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    # Threads of one process queue for the write lock here, in order, instead of in SQLite's
+    # busy handler, which sleeps in growing steps and can leave an unlucky request waiting for
+    # seconds under load. Other processes still meet the busy timeout.
+    write_lock = threading.RLock()
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
+        write_lock.acquire()
+        conn.info["calibra_write_lock"] = True
         # Take the write lock up front: a deferred transaction that reads and then writes can
         # fail with "database is locked" instead of waiting its turn.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(conn)
+            raise
 
+    def _release(conn) -> None:  # type: ignore[no-untyped-def]
+        if conn.info.pop("calibra_write_lock", False):
+            write_lock.release()
+
+    event.listen(engine, "commit", _release)
+    event.listen(engine, "rollback", _release)
     return engine
 
 

@@ -177,3 +177,28 @@ def test_refused_submission_names_the_field_and_stores_nothing(app_url: str, bro
     assert re.search("rate the overall quality of summary A", page.content())
     with ctx.transaction() as db:
         assert db.scalars(select(Judgement)).all() == []
+
+
+def test_api_for_scripts_with_gradio_client(app_url: str, ctx) -> None:  # type: ignore[no-untyped-def]
+    from gradio_client import Client
+
+    client = Client(app_url, auth=("ann1", PASSWORD), verbose=False)
+    assert {"/next_task", "/submit", "/skip"} <= set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    first = client.predict(api_name="/next_task")
+    task = first["task"]
+    assert set(task) == {"assignment_id", "title", "source", "text", "summaries", "lease_expires_at"}
+    assert [s["letter"] for s in task["summaries"]] == list("ABCD") and first["progress"]["left_in_queue"] == 3
+    assert client.predict(api_name="/next_task")["task"]["assignment_id"] == task["assignment_id"]  # held lease
+    with pytest.raises(Exception, match="quality_D"):
+        client.predict(task["assignment_id"], "A", {c: 4 for c in "ABC"}, {c: True for c in "ABCD"}, api_name="/submit")
+    args = (task["assignment_id"], "D", {c: 4 for c in "ABCD"}, {c: c != "B" for c in "ABCD"}, "slightly", True, "meh")
+    assert client.predict(*args, api_name="/submit") == {"stored": True}
+    assert client.predict(*args, api_name="/submit") == {"stored": True}  # a retry stores nothing new
+    second = client.predict(api_name="/next_task")["task"]
+    assert client.predict(second["assignment_id"], "can't judge", api_name="/skip") == {"skipped": True}
+    with ctx.transaction() as db:
+        (j,) = db.scalars(select(Judgement)).all()
+        assert j.all_unacceptable and j.comment == "meh" and j.strength.value == "slightly"
+        assert db.get(Candidate, j.best_candidate_id).id == j.assignment.display_order[3]
+    with pytest.raises(Exception):
+        Client(app_url, auth=("ann1", "wrong password"), verbose=False)
