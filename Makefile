@@ -1,4 +1,6 @@
 # The two commands:  `make run` (set up, seed the demo, start the app)  and  `make test`.
+HOST ?= 127.0.0.1
+PORT ?= 7860
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,8 +9,7 @@ export CALIBRA_HOME ?= $(CURDIR)/.calibra
 .PHONY: run test setup models demo bench
 
 run: setup models demo
-	@echo "Demo data seeded in $(CALIBRA_HOME). The annotation web app is not part of this release yet;"
-	@echo "inspect the data with: $(BIN)/calibra status"
+	$(BIN)/calibra serve --host $(HOST) --port $(PORT)
 
 test: setup models
 	$(BIN)/python -m pytest -q
@@ -31,3 +32,4 @@ demo: setup models
 
 bench: setup models
 	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/annotate_load.py
