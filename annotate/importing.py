@@ -23,8 +23,17 @@ from sqlalchemy.orm import Session, selectinload
 from annotate.errors import InvalidInput
 from annotate.readers import Record
 from db.models import (
-    Assignment, AssignmentStatus, Candidate, CandidateOrigin, ComparisonTask, Document,
-    Judgement, Rater, TaskCandidate, digest, utcnow,
+    Assignment,
+    AssignmentStatus,
+    Candidate,
+    CandidateOrigin,
+    ComparisonTask,
+    Document,
+    Judgement,
+    Rater,
+    TaskCandidate,
+    digest,
+    utcnow,
 )
 
 LAYOUTS = ("auto", "documents", "pairs", "comparisons")
@@ -248,8 +257,9 @@ class _Writer:
             for task in tasks:
                 hashes = frozenset(s.candidate.text_hash for s in task.slots)
                 self.tasks[(key, hashes)] = task
-            self.judged_by.update({(t, r) for t, r in self.db.execute(select(Judgement.task_id, Judgement.rater_id).where(
-                Judgement.task_id.in_([t.id for t in tasks]))).all()}
+            judged = self.db.execute(select(Judgement.task_id, Judgement.rater_id)
+                                     .where(Judgement.task_id.in_([t.id for t in tasks])))
+            self.judged_by.update((task_id, rater_id) for task_id, rater_id in judged)
 
     def candidate(self, doc_key: str, doc: Document, text: str, meta: dict[str, Any] | None) -> tuple[str, Candidate]:
         key = (doc_key, digest(text))

@@ -19,7 +19,12 @@ from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from db.models import (
-    Assignment, AssignmentStatus, ComparisonTask, Document, Rater, utcnow,
+    Assignment,
+    AssignmentStatus,
+    ComparisonTask,
+    Document,
+    Rater,
+    utcnow,
 )
 
 CANDIDATE_WINDOW = 32  # open tasks considered per request; the first that can be locked wins

@@ -4,7 +4,14 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.models import Candidate, ComparisonTask, Document, Judgement, ModelVersion, Rater
+from db.models import (
+    Candidate,
+    ComparisonTask,
+    Document,
+    Judgement,
+    ModelVersion,
+    Rater,
+)
 
 COUNTED = {"documents": Document, "candidates": Candidate, "tasks": ComparisonTask,
            "judgements": Judgement, "raters": Rater, "model_versions": ModelVersion}

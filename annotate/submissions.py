@@ -9,7 +9,14 @@ from sqlalchemy.orm import Session
 
 from annotate.errors import InvalidInput, NotFound
 from db.models import (
-    Assignment, AssignmentStatus, CandidateRating, ComparisonTask, Judgement, Rater, Strength, utcnow,
+    Assignment,
+    AssignmentStatus,
+    CandidateRating,
+    ComparisonTask,
+    Judgement,
+    Rater,
+    Strength,
+    utcnow,
 )
 
 LETTERS = "ABCD"

@@ -9,7 +9,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from annotate.errors import InvalidInput
-from db.models import Candidate, CandidateOrigin, ComparisonTask, Document, TaskCandidate, digest
+from db.models import (
+    Candidate,
+    CandidateOrigin,
+    ComparisonTask,
+    Document,
+    TaskCandidate,
+    digest,
+)
 
 MIN_CANDIDATES, MAX_CANDIDATES = 2, 4
 

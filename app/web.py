@@ -6,15 +6,25 @@ that is sent to the browser.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import gradio as gr
+from sqlalchemy import select
 
 from annotate.errors import InvalidInput, NotFound
 from annotate.queue import QueuePolicy, next_assignment
-from annotate.submissions import LETTERS, SKIP_REASONS, Submission, SummaryRating, skip, submit
+from annotate.submissions import (
+    LETTERS,
+    SKIP_REASONS,
+    Submission,
+    SummaryRating,
+    skip,
+    submit,
+)
 from annotate.users import authenticate
 from annotate.views import TaskView, progress, task_view
 from app.context import Context
@@ -71,8 +81,6 @@ class Handlers:
         name = getattr(request, "username", None) if request is not None else None
         if not name:
             raise NotLoggedIn("Please log in.")
-        from sqlalchemy import select
-
         rater = db.scalar(select(Rater).where(Rater.name == name, Rater.active.is_(True)))
         if rater is None:
             raise NotLoggedIn(f"No active account {name!r}.")
@@ -98,11 +106,15 @@ class Handlers:
             return authenticate(db, username, password) is not None
 
 
-def _as_gradio_error(exc: Exception) -> gr.Error:
-    """One place that turns domain errors into messages on the page."""
-    if isinstance(exc, InvalidInput):
-        return gr.Error(f"{exc.field}: {exc.message}" if exc.field else exc.message)
-    return gr.Error(str(exc))
+@contextmanager
+def shown_to_user() -> Iterator[None]:
+    """The one place that turns domain errors into messages on the page or in the API reply."""
+    try:
+        yield
+    except InvalidInput as exc:
+        raise gr.Error(f"{exc.field}: {exc.message}" if exc.field else exc.message) from None
+    except (NotFound, NotLoggedIn) as exc:
+        raise gr.Error(str(exc)) from None
 
 
 def _submission(best: str | None, qualities: list[Any], factuals: list[Any], n: int, strength: str | None,
@@ -119,13 +131,13 @@ def _submission(best: str | None, qualities: list[Any], factuals: list[Any], n: 
                       all_unacceptable=bool(unacceptable), comment=comment)
 
 
-def build_app(ctx: Context, policy: QueuePolicy | None = None) -> gr.Blocks:
-    policy = policy or QueuePolicy(lease=timedelta(minutes=ctx.settings.lease_minutes),
-                                   gold_rate=ctx.settings.gold_rate)
-    h = Handlers(ctx, policy)
+def make_handlers(ctx: Context) -> Handlers:
+    return Handlers(ctx, QueuePolicy(lease=timedelta(minutes=ctx.settings.lease_minutes),
+                                     gold_rate=ctx.settings.gold_rate))
 
+
+def build_app(h: Handlers) -> gr.Blocks:
     with gr.Blocks(title="Calibra · annotate", analytics_enabled=False) as demo:
-        demo.calibra_handlers = h  # type: ignore[attr-defined]  # used by `serve` for login
         assignment = gr.State(None)  # server-side: the current assignment id
         shown = gr.State(0)  # how many summaries this task has
         gr.Markdown("## Which summary is best?")
@@ -159,10 +171,8 @@ def build_app(ctx: Context, policy: QueuePolicy | None = None) -> gr.Blocks:
                    *groups, *texts, *qualities, *factuals]
 
         def render(request: gr.Request) -> list[Any]:
-            try:
+            with shown_to_user():
                 view, prog = h.next_task(request)
-            except NotLoggedIn as exc:
-                raise gr.Error(str(exc)) from None
             line = f"Judged today: **{prog['judged_today']}** · Left in queue: **{prog['left_in_queue']}**"
             n = len(view.summaries) if view else 0
             head = [view.assignment_id if view else None, n,
@@ -178,19 +188,15 @@ def build_app(ctx: Context, policy: QueuePolicy | None = None) -> gr.Blocks:
                 raise gr.Error("No task is open.")
             sub = _submission(form[best], [form[q] for q in qualities], [form[f] for f in factuals], form[shown],
                               form[strength], form[unacceptable], form[comment])
-            try:
+            with shown_to_user():
                 h.submit(form[assignment], sub, request)
-            except (InvalidInput, NotFound, NotLoggedIn) as exc:
-                raise _as_gradio_error(exc) from None
             return render(request)
 
         def on_skip(assignment_id: int | None, reason_v: str, request: gr.Request) -> list[Any]:
             if assignment_id is None:
                 raise gr.Error("No task is open.")
-            try:
+            with shown_to_user():
                 h.skip(assignment_id, reason_v, request)
-            except (InvalidInput, NotFound, NotLoggedIn) as exc:
-                raise _as_gradio_error(exc) from None
             return render(request)
 
         private: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None}
@@ -211,10 +217,8 @@ def _add_api(h: Handlers) -> None:
         Returns {"task": {assignment_id, title, source, text, summaries: [{letter, text}],
         lease_expires_at} or null, "progress": {judged_today, left_in_queue}}.
         """
-        try:
+        with shown_to_user():
             view, prog = h.next_task(request)
-        except NotLoggedIn as exc:
-            raise gr.Error(str(exc)) from None
         return {"task": view.as_dict() if view else None, "progress": prog}
 
     def submit(assignment_id: int, best: str, quality: dict[str, int], factual: dict[str, bool],
@@ -227,18 +231,14 @@ def _add_api(h: Handlers) -> None:
         letters = sorted(set(quality) | set(factual))
         sub = Submission(best=best, ratings={k: SummaryRating(quality.get(k), factual.get(k)) for k in letters},
                          strength=strength, all_unacceptable=all_unacceptable, comment=comment)
-        try:
+        with shown_to_user():
             h.submit(int(assignment_id), sub, request)
-        except (InvalidInput, NotFound, NotLoggedIn) as exc:
-            raise _as_gradio_error(exc) from None
         return {"stored": True}
 
     def skip_task(assignment_id: int, reason: str, request: gr.Request = None) -> dict[str, Any]:  # type: ignore[assignment]
         """Give a task back with a reason; it goes to another rater. Returns {"skipped": true}."""
-        try:
+        with shown_to_user():
             h.skip(int(assignment_id), reason, request)
-        except (InvalidInput, NotFound, NotLoggedIn) as exc:
-            raise _as_gradio_error(exc) from None
         return {"skipped": True}
 
     # Off the queue: scripts call these directly over HTTP, without the queue's event stream.
@@ -248,9 +248,10 @@ def _add_api(h: Handlers) -> None:
 
 
 def launch(ctx: Context, host: str, port: int, *, block: bool = True) -> gr.Blocks:
-    demo = build_app(ctx)
+    handlers = make_handlers(ctx)
+    demo = build_app(handlers)
     demo.queue(default_concurrency_limit=None)
-    demo.launch(server_name=host, server_port=port, auth=demo.calibra_handlers.check_login,  # type: ignore[attr-defined]
+    demo.launch(server_name=host, server_port=port, auth=handlers.check_login,
                 auth_message="Log in with your Calibra account.", head=KEYBOARD_JS, css=CSS,
                 prevent_thread_lock=not block, show_error=True, quiet=not block)
     return demo

@@ -30,14 +30,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import func, select
-
 import httpx
+from sqlalchemy import func, select
 
 from annotate.users import add_user
 from app.config import load_settings
 from app.context import open_context
-from db import Candidate, CandidateOrigin, ComparisonTask, Document, Judgement, Role, TaskCandidate
+from db import (
+    Candidate,
+    CandidateOrigin,
+    ComparisonTask,
+    Document,
+    Judgement,
+    Role,
+    TaskCandidate,
+)
 from db.models import digest
 
 PASSWORD = "load-test-pass"

@@ -2,9 +2,24 @@
 from db.engine import make_engine, session_factory, transaction
 from db.migrate import upgrade
 from db.models import (
-    Assignment, AssignmentStatus, Base, Candidate, CandidateOrigin, CandidateRating,
-    ComparisonTask, Document, Judgement, ModelKind, ModelStatus, ModelVersion, Rater, Role,
-    RunStatus, Strength, TaskCandidate, TrainingRun,
+    Assignment,
+    AssignmentStatus,
+    Base,
+    Candidate,
+    CandidateOrigin,
+    CandidateRating,
+    ComparisonTask,
+    Document,
+    Judgement,
+    ModelKind,
+    ModelStatus,
+    ModelVersion,
+    Rater,
+    Role,
+    RunStatus,
+    Strength,
+    TaskCandidate,
+    TrainingRun,
 )
 
 __all__ = [

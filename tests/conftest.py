@@ -103,10 +103,9 @@ def pg_database(postgres_url: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised Llama-style LM with its own small BPE tokenizer and chat template."""
+    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    import torch
 
     corpus = [line for p in sorted((ROOT / "app" / "demo").glob("*.jsonl")) for line in p.read_text().splitlines()]
     bpe = Tokenizer(models.BPE(unk_token=None))

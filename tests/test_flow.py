@@ -12,7 +12,14 @@ from typer.testing import CliRunner
 from annotate.errors import InvalidInput
 from annotate.tasks import TaskSpec, create_tasks
 from app.cli import cli
-from db import Candidate, CandidateOrigin, ComparisonTask, Document, ModelKind, ModelVersion
+from db import (
+    Candidate,
+    CandidateOrigin,
+    ComparisonTask,
+    Document,
+    ModelKind,
+    ModelVersion,
+)
 from db.models import digest
 from tests.conftest import TLDR
 

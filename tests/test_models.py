@@ -8,7 +8,13 @@ import torch
 
 from training.errors import ModelLoadError
 from training.generation import SamplingConfig, generate, sample_prompts
-from training.loading import gguf_cache_dir, load_causal_lm, load_sequence_classifier, load_tokenizer, resolve
+from training.loading import (
+    gguf_cache_dir,
+    load_causal_lm,
+    load_sequence_classifier,
+    load_tokenizer,
+    resolve,
+)
 from training.prompts import DocPrompt, build_prompt
 
 DOCS = [DocPrompt(1, "My neighbour mows his lawn at six every Sunday morning. How do I ask him to stop?", "Lawn", "advice"),

@@ -14,8 +14,19 @@ from annotate.queue import QueuePolicy, next_assignment, queue_size
 from annotate.submissions import Submission, SummaryRating, skip, submit
 from annotate.users import add_user, authenticate
 from db import (
-    Assignment, Candidate, CandidateOrigin, ComparisonTask, Document, Judgement, Rater, Role,
-    TaskCandidate, make_engine, session_factory, transaction, upgrade,
+    Assignment,
+    Candidate,
+    CandidateOrigin,
+    ComparisonTask,
+    Document,
+    Judgement,
+    Rater,
+    Role,
+    TaskCandidate,
+    make_engine,
+    session_factory,
+    transaction,
+    upgrade,
 )
 from db.models import digest, utcnow
 

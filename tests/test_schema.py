@@ -6,8 +6,19 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from db import (
-    Assignment, Candidate, CandidateOrigin, CandidateRating, ComparisonTask, Document, Judgement,
-    Rater, TaskCandidate, make_engine, session_factory, transaction, upgrade,
+    Assignment,
+    Candidate,
+    CandidateOrigin,
+    CandidateRating,
+    ComparisonTask,
+    Document,
+    Judgement,
+    Rater,
+    TaskCandidate,
+    make_engine,
+    session_factory,
+    transaction,
+    upgrade,
 )
 from db.migrate import downgrade
 from db.models import digest
@@ -73,19 +84,14 @@ def test_quality_outside_1_to_7_is_refused(sessions, quality: int) -> None:  # t
             db.add(CandidateRating(judgement=j, candidate_id=cands[0].id, quality=quality))
 
 
-def test_task_slots_are_unique_and_at_most_four(sessions) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("slot", [4, 0])  # past the fourth place; a place already taken
+def test_task_slots_are_unique_and_at_most_four(sessions, slot: int) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(IntegrityError):
         with transaction(sessions) as db:
-            task, _, cands = _task_with_rater(db)
+            task, _, _ = _task_with_rater(db)
             extra = Candidate(document=task.document, text="three", text_hash=digest("three"),
                               origin=CandidateOrigin.MODEL)
-            db.add(TaskCandidate(task=task, candidate=extra, slot=4))
-    with pytest.raises(IntegrityError):
-        with transaction(sessions) as db:
-            task, _, cands = _task_with_rater(db)
-            extra = Candidate(document=task.document, text="three", text_hash=digest("three"),
-                              origin=CandidateOrigin.MODEL)
-            db.add(TaskCandidate(task=task, candidate=extra, slot=0))
+            db.add(TaskCandidate(task=task, candidate=extra, slot=slot))
 
 
 def test_same_text_twice_is_one_document_and_one_candidate(sessions) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,15 @@ from sqlalchemy import select
 
 from annotate.users import add_user
 from db import (
-    Candidate, CandidateOrigin, ComparisonTask, Document, Judgement, ModelKind, ModelVersion, Rater, Role,
+    Candidate,
+    CandidateOrigin,
+    ComparisonTask,
+    Document,
+    Judgement,
+    ModelKind,
+    ModelVersion,
+    Rater,
+    Role,
     TaskCandidate,
 )
 from db.models import digest
