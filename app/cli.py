@@ -284,6 +284,51 @@ def tasks_create(
     _print({"tasks_created": len(created), "candidates_in_tasks": sum(sizes)}, as_json)
 
 
+@tasks_cli.command("gold")
+@reports_errors
+def tasks_gold(task: Annotated[int, typer.Argument(help="task id")],
+               candidate: Annotated[int | None, typer.Option(help="the known best candidate's id")] = None,
+               clear: Annotated[bool, typer.Option("--clear", help="make it an ordinary task again")] = False) -> None:
+    """Mark a task as gold: it is served like any other, and raters' picks are scored against it.
+
+    Examples:
+      calibra tasks gold 17 --candidate 203
+      calibra tasks gold 17 --clear
+    """
+    from annotate.gold import mark_gold
+
+    if clear == (candidate is not None):
+        raise CliError("give either --candidate ID or --clear")
+    ctx = open_context()
+    with ctx.transaction() as db:
+        mark_gold(db, task, None if clear else candidate)
+    typer.echo(f"task {task}: " + ("ordinary" if clear else f"gold, best candidate {candidate}"))
+
+
+@users_cli.command("list")
+@reports_errors
+def users_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Accounts that can log in, with their accuracy on gold tasks. Example: calibra users list"""
+    from sqlalchemy import select
+
+    from annotate.gold import gold_scores
+    from db.models import Rater
+
+    ctx = open_context()
+    with ctx.transaction() as db:
+        gold = {g.rater: g for g in gold_scores(db)}
+        rows = [{"name": r.name, "role": r.role.value, "active": r.active,
+                 "gold_judged": gold[r.name].judged if r.name in gold else 0,
+                 "gold_accuracy": gold[r.name].accuracy if r.name in gold else None}
+                for r in db.scalars(select(Rater).where(Rater.password_hash.is_not(None)).order_by(Rater.name))]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        acc = "-" if r["gold_accuracy"] is None else f"{r['gold_accuracy']:.0%} of {r['gold_judged']}"
+        typer.echo(f"{r['name']:<20} {r['role']:<10} {'active' if r['active'] else 'inactive':<9} gold: {acc}")
+
+
 @users_cli.command("add")
 @reports_errors
 def users_add(

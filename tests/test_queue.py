@@ -259,3 +259,47 @@ def test_users_add_command(env, monkeypatch: pytest.MonkeyPatch, ctx) -> None:  
     with ctx.transaction() as db:
         assert authenticate(db, "carol", "s3cret-pass").role == Role.ADMIN
         assert authenticate(db, "erin", "another-pass").role == Role.ANNOTATOR
+
+
+def test_gold_accuracy_is_recorded_per_rater(sessions) -> None:  # type: ignore[no-untyped-def]
+    from annotate.gold import gold_scores, mark_gold
+
+    gold = make_tasks(sessions, 2, target=5)
+    raters = make_raters(sessions, 2)
+    with transaction(sessions) as db:
+        with pytest.raises(InvalidInput, match="not in task"):
+            mark_gold(db, gold[0], 10_000)
+        for t in gold:
+            mark_gold(db, t, db.get(ComparisonTask, t).candidate_ids[1])
+    for r, right in zip(raters, (True, False), strict=True):
+        for _ in gold:
+            a, task_id, order = lease(sessions, r)
+            with transaction(sessions) as db:
+                target = db.get(ComparisonTask, task_id).gold_candidate_id
+            letter = "ABC"[order.index(target)] if right else "ABC"[(order.index(target) + 1) % 3]
+            do_submit(sessions, r, a, full(best=letter))
+    with transaction(sessions) as db:
+        names = {r.id: r.name for r in db.scalars(select(Rater))}
+        scores = {g.rater: (g.judged, g.correct, g.accuracy) for g in gold_scores(db)}
+    assert scores == {names[raters[0]]: (2, 2, 1.0), names[raters[1]]: (2, 0, 0.0)}
+
+
+def test_gold_and_users_commands(env, monkeypatch: pytest.MonkeyPatch, ctx) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    (task,) = make_tasks(ctx.sessions, 1)
+    with ctx.transaction() as db:
+        cand = db.get(ComparisonTask, task).candidate_ids[2]
+        add_user(db, "gina", Role.ANNOTATOR, "gold-digger")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["tasks", "gold", str(task), "--candidate", str(cand)]).exit_code == 0
+    bad = runner.invoke(cli, ["tasks", "gold", str(task), "--candidate", "99999"])
+    assert bad.exit_code == 2 and "is not in task" in bad.output
+    with ctx.transaction() as db:
+        assert db.get(ComparisonTask, task).gold_candidate_id == cand
+    listed = json.loads(runner.invoke(cli, ["users", "list", "--json"]).stdout)
+    assert listed == [{"name": "gina", "role": "annotator", "active": True, "gold_judged": 0, "gold_accuracy": None}]

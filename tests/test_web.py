@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from annotate.users import add_user
 from db import (
-    Candidate,
+    Assignment, Candidate,
     CandidateOrigin,
     ComparisonTask,
     Document,
@@ -177,7 +177,7 @@ def test_two_annotators_mouse_and_keyboard(app_url: str, browser, ctx) -> None: 
 
 
 @pytest.mark.browser
-def test_refused_submission_names_the_field_and_stores_nothing(app_url: str, browser, ctx) -> None:  # type: ignore[no-untyped-def]
+def test_refused_submission_then_skip(app_url: str, browser, ctx) -> None:  # type: ignore[no-untyped-def]
     page, _ = open_as(browser, app_url, "ann1")
     page.locator("#best label").first.click()
     page.locator("#submit-btn").click()
@@ -185,6 +185,12 @@ def test_refused_submission_names_the_field_and_stores_nothing(app_url: str, bro
     assert re.search("rate the overall quality of summary A", page.content())
     with ctx.transaction() as db:
         assert db.scalars(select(Judgement)).all() == []
+    skipped_title = page.locator("#title textarea, #title input").first.input_value()
+    page.locator("#skip-btn").click()
+    assert wait_for_task(page, skipped_title) != skipped_title
+    with ctx.transaction() as db:
+        (skipped,) = [a for a in db.scalars(select(Assignment)) if a.status.value == "skipped"]
+        assert skipped.skip_reason == "can't judge" and skipped.task.document.title == skipped_title
 
 
 def test_api_for_scripts_with_gradio_client(app_url: str, ctx) -> None:  # type: ignore[no-untyped-def]
