@@ -27,6 +27,7 @@ from db.models import (
     AssignmentStatus,
     Candidate,
     CandidateOrigin,
+    CandidateRating,
     ComparisonTask,
     Document,
     Judgement,
@@ -36,7 +37,8 @@ from db.models import (
     utcnow,
 )
 
-LAYOUTS = ("auto", "documents", "pairs", "comparisons")
+LAYOUTS = ("auto", "documents", "pairs", "comparisons", "ratings")
+AXES = ("overall", "accuracy", "coverage", "coherence")  # 1-7 scales; overall is the quality
 PAIRS_RATER = "import:unattributed"  # pairs files carry no rater ids
 _PROMPT = re.compile(r"^\s*SUBREDDIT:\s*(?:r/)?(?P<sub>\S+)\s+TITLE:\s*(?P<title>.*?)\s+POST:\s*(?P<post>.*)$", re.S)
 _TLDR = re.compile(r"^\s*TL;DR:\s*", re.I)
@@ -101,6 +103,8 @@ def detect_layout(keys: Iterable[str]) -> str:
         return "pairs"
     if {"post", "summary_0", "summary_1", "choice"} <= keys:
         return "comparisons"
+    if {"post_id", "summary", "worker", "overall"} <= keys:
+        return "ratings"
     return "documents"
 
 
@@ -116,17 +120,24 @@ def import_records(db: Session, records: Iterable[Record], *, file: str, source:
     fields = fields or _default_fields(rows[0])
     if layout == "auto":
         layout = detect_layout(rows[0].data.keys())
-    parse = {"documents": _parse_document, "pairs": _parse_pair, "comparisons": _parse_comparison}[layout]
+    parse = {"documents": _parse_document, "pairs": _parse_pair, "comparisons": _parse_comparison,
+             "ratings": _parse_rating}[layout]
     parsed = [parse(r, file, fields, max_chars) for r in rows]
     if split is not None:
         parsed = [_with_split(p, split) for p in parsed]
 
     writer = _Writer(db, source, ImportReport(layout=layout, records=len(rows)))
+    batch = f"import:{file.rsplit('/', 1)[-1]}"
+    groups: dict[tuple[str, str], list[_Rated]] = {}
     for item in parsed:
         if isinstance(item, DocFields):
             writer.document(item)
+        elif isinstance(item, _Rated):
+            groups.setdefault((item.post_id, item.rater), []).append(item)
         else:
-            writer.judged(item, batch=f"import:{file.rsplit('/', 1)[-1]}")
+            writer.judged(item, batch)
+    for (post_id, rater), items in groups.items():
+        writer.rated(post_id, rater, items, batch)
     writer.finish()
     return writer.report
 
@@ -144,10 +155,23 @@ def _default_fields(first: Record) -> FieldMap:
     return TLDR_POSTS if set(asdict(TLDR_POSTS).values()) - {None} <= first.data.keys() else FieldMap()
 
 
-def _with_split(item: DocFields | _Judged, split: str) -> DocFields | _Judged:
+def _with_split(item: DocFields | _Judged | _Rated, split: str) -> DocFields | _Judged | _Rated:
     if isinstance(item, DocFields):
         return replace(item, split=split)
+    if isinstance(item, _Rated):
+        return item  # text-less documents carry no split
     return replace(item, doc=replace(item.doc, split=split))
+
+
+@dataclass(frozen=True)
+class _Rated:
+    """One rater's scores for one summary of a post known only by its id."""
+
+    post_id: str
+    summary: str
+    summary_id: Any
+    rater: str
+    scores: dict[str, int | None]
 
 
 # --- parsing: pure functions from a record to plain values ------------------------------------
@@ -214,6 +238,20 @@ def _parse_comparison(record: Record, file: str, fields: FieldMap, max_chars: in
     return _Judged(doc=doc, summaries=summaries, best=int(choice), rater=rater, meta=meta)
 
 
+def _parse_rating(record: Record, file: str, fields: FieldMap, max_chars: int) -> _Rated:
+    scores: dict[str, int | None] = {}
+    for axis in AXES:
+        value = record.data.get(axis)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or value != int(value) or not 1 <= value <= 7):
+            raise InvalidInput(f"must be a whole number from 1 to 7, got {value!r}",
+                               file=file, line=record.line, field=axis)
+        scores[axis] = None if value is None else int(value)
+    return _Rated(post_id=_text(record, file, "post_id", required=True) or "",
+                  summary=_summary(record, file, "summary"), summary_id=record.data.get("summary_id"),
+                  rater=_text(record, file, "worker", required=True) or "", scores=scores)
+
+
 # --- writing: get-or-create keyed by content hashes, one flush per file ----------------------
 # Rows are linked through relationships rather than ids, so nothing needs flushing until the
 # end: a 7k-pair file is a handful of multi-row INSERTs instead of tens of thousands of flushes.
@@ -227,6 +265,7 @@ class _Writer:
         self.judged_by: set[tuple[int, int]] = set()  # (task id, rater id) already in the database
         self.raters: dict[str, Rater] = {}
         self.pending_orders: list[tuple[Assignment, list[Candidate]]] = []
+        self.by_external_id: dict[str, tuple[str, Document]] = {}
 
     def document(self, d: DocFields) -> tuple[str, Document]:
         key = digest(d.text)
@@ -234,8 +273,12 @@ class _Writer:
             with self.db.no_autoflush:
                 doc = self.db.scalar(select(Document).where(Document.content_hash == key))
                 if doc is None and d.external_id is not None:
-                    doc = self.db.scalar(select(Document).where(
-                        Document.source == self.source, Document.external_id == d.external_id))
+                    doc = self.db.scalars(select(Document).where(Document.external_id == d.external_id)
+                                          .order_by(Document.source != self.source)).first()
+            if doc is not None and not doc.has_text:
+                # Known so far only by its id (from a ratings file): now it gets its text.
+                doc.text, doc.has_text, doc.content_hash = d.text, True, key
+                doc.title, doc.subreddit = doc.title or d.title, doc.subreddit or d.subreddit
             if doc is None:
                 doc = Document(source=self.source, external_id=d.external_id, title=d.title,
                                subreddit=d.subreddit, text=d.text, reference_summary=d.reference,
@@ -284,28 +327,67 @@ class _Writer:
     def judged(self, item: _Judged, batch: str) -> None:
         doc_key, doc = self.document(item.doc)
         metas = item.meta or (None,) * len(item.summaries)
-        cands = [self.candidate(doc_key, doc, text, meta) for text, meta in zip(item.summaries, metas)]
+        cands = [self.candidate(doc_key, doc, text, meta) for text, meta in zip(item.summaries, metas, strict=True)]
+        shown = [c for _, c in cands]
+        self.judgement(self.task(doc_key, doc, cands, batch), self.rater(item.rater), shown, shown[item.best], [])
+
+    def rated(self, post_id: str, rater_name: str, items: list[_Rated], batch: str) -> None:
+        """One rater's ratings of summaries of one post: judgements without a best choice, in
+        tasks of at most four summaries (a rater may have rated up to eight of a post)."""
+        doc_key, doc = self.text_less_document(post_id)
+        rater = self.rater(rater_name)
+        by_candidate: dict[str, tuple[tuple[str, Candidate], _Rated]] = {}
+        for r in items:  # texts equal up to surrounding space are one candidate: first rating kept
+            hc = self.candidate(doc_key, doc, r.summary, {"summary_id": r.summary_id})
+            by_candidate.setdefault(hc[0], (hc, r))
+        rated = [by_candidate[h] for h in sorted(by_candidate)]
+        for start in range(0, len(rated), 4):
+            chunk = rated[start:start + 4]
+            cands = [hc for hc, _ in chunk]
+            ratings = [CandidateRating(candidate=c, quality=r.scores["overall"], factual=None,
+                                       extra={k: v for k, v in r.scores.items() if k != "overall"})
+                       for (_, c), r in chunk]
+            self.judgement(self.task(doc_key, doc, cands, batch), rater, [c for _, c in cands], None, ratings)
+
+    def text_less_document(self, post_id: str) -> tuple[str, Document]:
+        """The document with this external id (its text may come later, or never)."""
+        if post_id not in self.by_external_id:
+            with self.db.no_autoflush:
+                doc = self.db.scalars(select(Document).where(Document.external_id == post_id)).first()
+            if doc is None:
+                doc = Document(source=self.source, external_id=post_id, text="", has_text=False,
+                               content_hash=digest(f"text-less document {self.source}/{post_id}"))
+                self.db.add(doc)
+                self.report.documents_added += 1
+            else:
+                self._load_existing(doc.content_hash, doc)
+            self.docs[doc.content_hash] = doc
+            self.by_external_id[post_id] = (doc.content_hash, doc)
+        return self.by_external_id[post_id]
+
+    def task(self, doc_key: str, doc: Document, cands: list[tuple[str, Candidate]], batch: str) -> ComparisonTask:
         task_key = (doc_key, frozenset(h for h, _ in cands))
-        task = self.tasks.get(task_key)
-        if task is None:
+        if task_key not in self.tasks:
             ordered = sorted(cands, key=lambda hc: hc[0])  # canonical slots say nothing of the choice
             task = ComparisonTask(document=doc, replication_target=1, batch=batch,
                                   slots=[TaskCandidate(candidate=c, slot=i) for i, (_, c) in enumerate(ordered)])
             self.db.add(task)
             self.tasks[task_key] = task
             self.report.tasks_added += 1
-        rater = self.rater(item.rater)
+        return self.tasks[task_key]
+
+    def judgement(self, task: ComparisonTask, rater: Rater, shown: list[Candidate], best: Candidate | None,
+                  ratings: list[CandidateRating]) -> None:
         seen = (id(task), id(rater))
         if seen in self.judged_by or (task.id, rater.id) in self.judged_by:
             self.report.judgements_existing += 1
             return
         self.judged_by.add(seen)
         now = utcnow()
-        shown = [c for _, c in cands]
         assignment = Assignment(task=task, rater=rater, status=AssignmentStatus.SUBMITTED,
                                 leased_at=now, completed_at=now, display_order=[])
         self.pending_orders.append((assignment, shown))
-        self.db.add(Judgement(assignment=assignment, task=task, rater=rater, best_candidate=shown[item.best]))
+        self.db.add(Judgement(assignment=assignment, task=task, rater=rater, best_candidate=best, ratings=ratings))
         # Imported tasks are complete as they stand: the target follows what was imported, so
         # they never enter an annotator's queue.
         task.judgement_count = (task.judgement_count or 0) + 1

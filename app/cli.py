@@ -167,6 +167,25 @@ def import_documents(
     _print(totals, as_json)
 
 
+@import_cli.command("ratings")
+@reports_errors
+def import_ratings(
+    file: Annotated[Path, typer.Argument(help="a .jsonl, .csv or .parquet file of per-summary ratings")],
+    fmt: Annotated[str, typer.Option("--format", help="auto | jsonl | csv | parquet")] = "auto",
+    source: Annotated[str | None, typer.Option(help="source label for new documents (default: file name)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Import per-summary ratings by rater: `post_id`, `summary`, `worker`, `overall` and
+    optionally `summary_id`, `accuracy`, `coverage`, `coherence` (1-7).
+
+    Posts known only by id become text-less documents, never served to annotators; a later
+    import of the same post with its text fills it in.
+
+    Example: calibra import ratings ../shared/data/tldr/axis_ratings_valid.jsonl
+    """
+    import_documents(file=file, fmt=fmt, source=source, layout="ratings", as_json=as_json)
+
+
 @cli.command()
 @reports_errors
 def generate(

@@ -286,6 +286,7 @@ class CandidateRating(Base):
     extra: Mapped[dict[str, Any] | None]  # other rated axes (coverage, coherence, ...)
 
     judgement: Mapped[Judgement] = relationship(back_populates="ratings")
+    candidate: Mapped[Candidate] = relationship()
 
     __table_args__ = (
         UniqueConstraint("judgement_id", "candidate_id"),

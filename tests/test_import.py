@@ -109,6 +109,8 @@ BAD_FILES = {
     "binary.parquet": ("not parquet at all", "binary.parquet", "not a readable Parquet file"),
     "badpair.jsonl": ('{"prompt": "SUBREDDIT: r/a TITLE: t POST: p", "chosen": "TL;DR: x", "rejected": "TL;DR:"}\n',
                       ":1: field 'rejected'", "empty"),
+    "badrating.jsonl": ('{"post_id": "p1", "summary": "s", "worker": "w", "overall": 9}\n', ":1: field 'overall'",
+                        "1 to 7"),
     "badchoice.jsonl": ('{"post": "p", "summary_0": "a", "summary_1": "b", "choice": 2, "worker": "w"}\n',
                         ":1: field 'choice'", "0 or 1"),
 }
@@ -149,3 +151,28 @@ def test_large_real_pairs_file_imports_in_one_go(env: Path, ctx) -> None:  # typ
     assert json.loads(out)["judgements_added"] == 7260
     with ctx.transaction() as db:
         assert db.scalar(select(func.count()).select_from(Document)) == 1203
+
+
+def test_ratings_make_text_less_documents_that_a_later_post_fills_in(env: Path, ctx) -> None:  # type: ignore[no-untyped-def]
+    ratings = [{"post_id": "t3_x", "summary_id": i, "summary": f" summary {i}", "worker": w, "overall": 1 + i,
+                "accuracy": 5, "coverage": None, "coherence": 7} for i in range(6) for w in ("w1", "w2")]
+    (env / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ratings))
+    code, out = calibra("import", "ratings", str(env / "r.jsonl"), "--json")
+    assert code == 0, out
+    report = json.loads(out)
+    # six summaries per rater make two tasks of at most four summaries for each rater
+    assert report["layout"] == "ratings" and report["candidates_added"] == 6 and report["judgements_added"] == 4
+    with ctx.transaction() as db:
+        (doc,) = db.scalars(select(Document)).all()
+        assert not doc.has_text and doc.external_id == "t3_x"
+        assert all(len(t.slots) <= 4 for t in db.scalars(select(ComparisonTask)))
+        scores = sorted((r.quality, r.extra["coherence"]) for j in db.scalars(select(Judgement)) for r in j.ratings)
+        assert scores == sorted((1 + i, 7) for i in range(6) for _ in range(2))
+    comparison = {"post_id": "t3_x", "post": "The post text at last.", "summary_0": "summary 0",
+                  "summary_1": "summary 1", "choice": 1, "worker": "w3"}
+    (env / "c.jsonl").write_text(json.dumps(comparison) + "\n")
+    code, out = calibra("import", "documents", str(env / "c.jsonl"), "--json")
+    assert json.loads(out)["documents_added"] == 0 and json.loads(out)["candidates_added"] == 0
+    with ctx.transaction() as db:
+        (doc,) = db.scalars(select(Document)).all()
+        assert doc.has_text and doc.text == "The post text at last."

@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 from annotate.users import add_user
 from db import (
-    Assignment, Candidate,
+    Assignment,
+    Candidate,
     CandidateOrigin,
     ComparisonTask,
     Document,
