@@ -167,6 +167,62 @@ def import_documents(
     _print(totals, as_json)
 
 
+@cli.command()
+@reports_errors
+def agreement(
+    round_: Annotated[int | None, typer.Option("--round", help="only tasks of this round")] = None,
+    rater: Annotated[str | None, typer.Option(help="only this rater's judgements")] = None,
+    since: Annotated[str | None, typer.Option(help="judgements from this date on (YYYY-MM-DD)")] = None,
+    until: Annotated[str | None, typer.Option(help="judgements before this date (YYYY-MM-DD)")] = None,
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the 95% intervals")] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="the whole report as JSON")] = False,
+) -> None:
+    """Rater agreement, per-rater quality and bias, and per-model win rates.
+
+    JSON fields: overall (best_alpha_nominal, pairwise_agreement, quality_alpha_ordinal,
+    quality_alpha_interval, factual_alpha_nominal, factual_fleiss_kappa: each
+    {value, low, high, units}; cohen_kappa_best), raters (one object per rater), models
+    (sources, win_rate_matrix, wins_matrix, by_round).
+
+    Examples:
+      calibra agreement
+      calibra agreement --round 2 --json
+    """
+    from datetime import datetime
+
+    from annotate.judgement_frames import Filters, load_frames
+    from annotate.report import build_report
+
+    def day(value: str | None, name: str) -> datetime | None:
+        try:
+            return datetime.fromisoformat(value) if value else None
+        except ValueError:
+            raise CliError(f"--{name}: {value!r} is not a date (YYYY-MM-DD)") from None
+
+    filters = Filters(round=round_, rater=rater, since=day(since, "since"), until=day(until, "until"))
+    ctx = open_context()
+    with ctx.transaction() as db:
+        frames = load_frames(db, filters)
+    report = build_report(frames, rounds=bootstrap,
+                          filters={"round": round_, "rater": rater, "since": since, "until": until}).as_dict()
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(f"{report['overall']['judgements']} judgements by {report['overall']['raters']} raters")
+    for key, est in report["overall"].items():
+        if isinstance(est, dict) and "value" in est and est["value"] is not None:
+            interval = f"[{est['low']:.3f}, {est['high']:.3f}]" if est["low"] is not None else ""
+            typer.echo(f"  {key:<24} {est['value']:.3f} {interval}  ({est['units']} units)")
+    for r in report["raters"]:
+        agree = "-" if r["majority_agreement"] is None else f"{r['majority_agreement']:.2f}"
+        typer.echo(f"  {r['rater']:<24} judged {r['judged']:>5}  majority agreement {agree}  "
+                   f"{', '.join(r['flags']) or 'ok'}")
+    for m in report["models"]["sources"]:
+        wr = "-" if m["win_rate"] is None else f"{m['win_rate']:.3f}"
+        typer.echo(f"  {m['source']:<24} win rate {wr} over {m['comparisons']} comparisons, "
+                   f"Bradley-Terry {m['bt_strength']:+.2f}")
+
+
 @import_cli.command("ratings")
 @reports_errors
 def import_ratings(

@@ -5,12 +5,15 @@ import numpy as np
 import pytest
 
 from annotate.agreement import (
-    agreement_rate,
-    bootstrap,
+    alpha_estimate,
+    alpha_from_coincidences,
     cohen_kappa_matrix,
+    fleiss_estimate,
     fleiss_kappa,
     krippendorff_alpha,
-    preference_pairs,
+    mean_estimate,
+    unit_coincidences,
+    value_counts,
 )
 
 nan = np.nan
@@ -62,25 +65,40 @@ def test_cohen_kappa_matrix_by_hand() -> None:
 
 
 def test_pairwise_preference_agreement_by_hand() -> None:
-    # candidates 1, 2, 3; raters a and c choose 1 as best, b chooses 2
-    task = {"a": [(1, 2), (1, 3)], "b": [(2, 1), (2, 3)], "c": [(1, 2), (1, 3)]}
-    # {1,2}: a-b no, a-c yes, b-c no; {1,3}: a-c yes; {2,3}: only b ordered it
-    agreements = preference_pairs([task])
-    assert sorted(agreements) == [False, False, True, True]
-    rate = agreement_rate(agreements)
-    assert rate.value == 0.5 and rate.units == 4 and 0 <= rate.low <= 0.5 <= rate.high <= 1
+    import pandas as pd
+
+    from annotate.report import pairwise_agreement
+
+    # one task of candidates 1, 2, 3; raters a and c choose 1 as best, b chooses 2.
+    # {1,2}: a-b disagree, a-c agree, b-c disagree; {1,3}: a-c agree; {2,3}: only b ordered it
+    judgements = pd.DataFrame({"task_id": [7, 7, 7], "rater": ["a", "b", "c"], "best": [1, 2, 1], "n_shown": [3, 3, 3]})
+    rows = pairwise_agreement(judgements)
+    assert sorted(map(tuple, rows.tolist())) == [(0.0, 1.0), (0.0, 1.0), (1.0, 2.0)]
+    rate = mean_estimate(rows)
+    assert rate.value == 0.5 and rate.units == 3 and 0 <= rate.low <= 0.5 <= rate.high <= 1
 
 
-def test_bootstrap_interval_brackets_the_value_and_narrows_with_data() -> None:
+@pytest.mark.parametrize("level", ["nominal", "ordinal", "interval"])
+def test_fast_alpha_from_unit_coincidences_equals_the_package(level: str) -> None:
+    counts, values = value_counts(KRIPPENDORFF_2011)
+    fast = alpha_from_coincidences(unit_coincidences(counts, values).sum(axis=0), values, level)
+    assert fast == pytest.approx(krippendorff_alpha(KRIPPENDORFF_2011, level), abs=1e-12)
+
+
+def test_intervals_bracket_the_value_and_narrow_with_data() -> None:
     rng = np.random.default_rng(1)
     truth = rng.integers(1, 8, 400).astype(float)
     noisy = np.where(rng.random(400) < 0.7, truth, rng.integers(1, 8, 400))
-    small = bootstrap(lambda m: krippendorff_alpha(m, "interval"), np.vstack([truth, noisy])[:, :40])
-    large = bootstrap(lambda m: krippendorff_alpha(m, "interval"), np.vstack([truth, noisy]))
+    small = alpha_estimate(*value_counts(np.vstack([truth, noisy])[:, :40]), "interval")
+    large = alpha_estimate(*value_counts(np.vstack([truth, noisy])), "interval")
     for est in (small, large):
         assert est.low <= est.value <= est.high
     assert large.high - large.low < small.high - small.low
     assert large.units == 400
+    yes_no = (np.vstack([truth, noisy]) > 4).astype(float)
+    kappa = fleiss_estimate(value_counts(yes_no)[0])
+    assert kappa.value == pytest.approx(fleiss_kappa(yes_no))
+    assert kappa.low <= kappa.value <= kappa.high
 
 
 def test_quality_alpha_from_the_database_equals_alpha_from_the_file(env, ctx) -> None:  # type: ignore[no-untyped-def]
@@ -90,7 +108,8 @@ def test_quality_alpha_from_the_database_equals_alpha_from_the_file(env, ctx) ->
     import krippendorff
     from typer.testing import CliRunner
 
-    from annotate.ratings import candidate_ratings
+    from annotate.judgement_frames import load_frames
+    from annotate.report import reliability
     from app.cli import cli
     from tests.conftest import TLDR
 
@@ -110,7 +129,8 @@ def test_quality_alpha_from_the_database_equals_alpha_from_the_file(env, ctx) ->
             direct[workers.index(r["worker"]), col[(r["post_id"], r["summary"].strip())]] = r["overall"]
 
     with ctx.transaction() as db:
-        stored = candidate_ratings(db, "quality")
+        frames = load_frames(db)
+    stored = reliability(frames.ratings.merge(frames.judgements[["judgement_id", "rater"]]), "candidate_id", "quality")
     assert len(stored.raters) == 32
     for level in ("ordinal", "interval"):
         from_db = krippendorff_alpha(stored.matrix, level)

@@ -1,0 +1,138 @@
+"""Judgements as pandas tables, the one place the agreement report reads the database.
+
+- `judgements`: one row per judgement (rater, task, round, time, the best choice, its displayed
+  position, and its slot: its place among the task's candidates in id order, the same for all
+  raters, which is what agreement on the best choice compares);
+- `shown`: one row per summary shown in a judgement (position, source, length);
+- `ratings`: one row per per-summary rating;
+- `skips`: one row per skipped assignment.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, Select, func, select
+from sqlalchemy.orm import Session
+
+from db.models import (
+    Assignment,
+    AssignmentStatus,
+    Candidate,
+    CandidateOrigin,
+    CandidateRating,
+    ComparisonTask,
+    Judgement,
+    ModelVersion,
+    Rater,
+    TaskCandidate,
+)
+
+
+@dataclass(frozen=True)
+class Filters:
+    round: int | None = None
+    rater: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Frames:
+    judgements: pd.DataFrame
+    shown: pd.DataFrame
+    ratings: pd.DataFrame
+    skips: pd.DataFrame
+
+
+def source_label(origin: CandidateOrigin, version: str | None) -> str:
+    """What a summary is compared as: its model version, or the human reference."""
+    if origin == CandidateOrigin.MODEL and version:
+        return version
+    return "human reference" if origin == CandidateOrigin.REFERENCE else "imported"
+
+
+def _conditions(filters: Filters) -> list:  # type: ignore[type-arg]
+    conds = []
+    if filters.round is not None:
+        conds.append(ComparisonTask.round == filters.round)
+    if filters.rater is not None:
+        conds.append(Rater.name == filters.rater)
+    if filters.since is not None:
+        conds.append(Judgement.created_at >= filters.since)
+    if filters.until is not None:
+        conds.append(Judgement.created_at < filters.until)
+    return conds
+
+
+def _joined(*columns):  # type: ignore[no-untyped-def]
+    return (select(*columns).join(Rater, Rater.id == Judgement.rater_id)
+            .join(ComparisonTask, ComparisonTask.id == Judgement.task_id)
+            .join(Assignment, Assignment.id == Judgement.assignment_id))
+
+
+def _fetch(conn: Connection, stmt: Select) -> list[tuple[Any, ...]]:
+    """Rows straight from the driver's cursor.
+
+    Bulk reads of 100k+ rows spend most of their time turning driver tuples into result rows;
+    the values here are plain (ids, numbers, strings), so the driver's tuples serve as they are.
+    JSON and date columns arrive as the driver gives them (text on SQLite) and are decoded by
+    the caller.
+    """
+    compiled = stmt.compile(dialect=conn.dialect)
+    params = [compiled.params[k] for k in compiled.positiontup] if compiled.positional else compiled.params
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.execute(str(compiled), params)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def _order(value: Any) -> list[int]:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def load_frames(db: Session, filters: Filters = Filters()) -> Frames:
+    conds = _conditions(filters)
+    conn = db.connection()
+    rows = [(*row[:-1], _order(row[-1])) for row in _fetch(conn, _joined(
+        Judgement.id, Judgement.task_id, Rater.name, ComparisonTask.round, Judgement.created_at,
+        Judgement.time_taken_s, Judgement.best_candidate_id, Judgement.all_unacceptable, Judgement.strength,
+        ComparisonTask.gold_candidate_id, Assignment.display_order).where(*conds))]
+    judgements = pd.DataFrame(
+        [(j, t, r, rnd, at, secs, best, bool(bad), s, gold,
+          order.index(best) if best in order else None, sorted(order).index(best) if best in order else None,
+          len(order))
+         for j, t, r, rnd, at, secs, best, bad, s, gold, order in rows],
+        columns=["judgement_id", "task_id", "rater", "round", "created_at", "seconds", "best", "all_unacceptable",
+                 "strength", "gold", "best_position", "best_slot", "n_shown"])
+    judgements["created_at"] = pd.to_datetime(judgements.created_at)
+    shown = pd.DataFrame([(j, cid, pos) for j, *_, order in rows for pos, cid in enumerate(order)],
+                         columns=["judgement_id", "candidate_id", "position"])
+    selected = _joined(Judgement.id).where(*conds).scalar_subquery()
+    in_tasks = (select(TaskCandidate.candidate_id).join(Judgement, Judgement.task_id == TaskCandidate.task_id)
+                .where(Judgement.id.in_(selected)))
+    # Words counted in SQL (spaces + 1, on both SQLite and PostgreSQL): no texts are transferred.
+    words = func.length(Candidate.text) - func.length(func.replace(Candidate.text, " ", "")) + 1
+    cands = pd.DataFrame(
+        [(cid, source_label(CandidateOrigin(origin), name), n)
+         for cid, origin, name, n in _fetch(conn, select(Candidate.id, Candidate.origin, ModelVersion.name, words)
+                                            .outerjoin(ModelVersion, ModelVersion.id == Candidate.model_version_id)
+                                            .where(Candidate.id.in_(in_tasks)))],
+        columns=["candidate_id", "source", "words"])
+    shown = shown.merge(cands, on="candidate_id", how="left")
+    ratings = pd.DataFrame(
+        _fetch(conn, select(CandidateRating.judgement_id, CandidateRating.candidate_id, CandidateRating.quality,
+                            CandidateRating.factual).where(CandidateRating.judgement_id.in_(selected))),
+        columns=["judgement_id", "candidate_id", "quality", "factual"])
+    ratings["factual"] = ratings.factual.map({1: True, 0: False})  # SQLite gives 0/1, PostgreSQL booleans
+    skip_query = (select(Rater.name, Assignment.completed_at).join(Rater, Rater.id == Assignment.rater_id)
+                  .where(Assignment.status == AssignmentStatus.SKIPPED))
+    if filters.rater is not None:
+        skip_query = skip_query.where(Rater.name == filters.rater)
+    skips = pd.DataFrame([tuple(r) for r in conn.execute(skip_query)], columns=["rater", "completed_at"])
+    return Frames(judgements, shown, ratings, skips)

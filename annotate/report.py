@@ -1,0 +1,312 @@
+"""The agreement report: overall agreement, per-rater quality and bias, per-source win rates.
+
+Every figure of the admin dashboard and of `calibra agreement --json` comes from here, computed
+from `judgement_frames` with the statistics of `agreement`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import chisquare
+
+from annotate.agreement import (
+    Estimate,
+    alpha_estimate,
+    cohen_kappa_matrix,
+    fleiss_estimate,
+    long_value_counts,
+    mean_estimate,
+    resample_weights,
+)
+from annotate.judgement_frames import Frames
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Raters below any of these are flagged; flagged raters can be left out of training data."""
+
+    min_majority_agreement: float = 0.5
+    min_gold_accuracy: float = 0.6
+    position_bias_p: float = 0.001
+    min_judgements: int = 10  # fewer than this: too little to judge a rater by
+
+
+@dataclass(frozen=True)
+class Reliability:
+    matrix: np.ndarray  # raters x units, NaN where a rater did not rate a unit
+    raters: list[str]
+    units: list[Any]
+
+
+def reliability(values: pd.DataFrame, unit: str, value: str) -> Reliability:
+    """A rater x unit matrix from rows with `rater`, `unit` and `value` (first rating kept)."""
+    data = values.dropna(subset=[value]).drop_duplicates(["rater", unit], keep="first")
+    raters = sorted(data.rater.unique().tolist())
+    units = sorted(data[unit].unique().tolist())
+    matrix = np.full((len(raters), len(units)), np.nan)
+    r_index = {r: i for i, r in enumerate(raters)}
+    u_index = {u: i for i, u in enumerate(units)}
+    matrix[data.rater.map(r_index).to_numpy(), data[unit].map(u_index).to_numpy()] = data[value].astype(float)
+    return Reliability(matrix, raters, units)
+
+
+def _rated(frames: Frames) -> pd.DataFrame:
+    return frames.ratings.merge(frames.judgements[["judgement_id", "rater"]], on="judgement_id")
+
+
+def pairwise_agreement(judgements: pd.DataFrame) -> np.ndarray:
+    """Rows of (agreed, pairs) for every two raters of a task: the candidate pairs both ordered.
+
+    A best choice orders the best against each other summary. Two raters who chose the same
+    best ordered the same n - 1 pairs alike; two who chose differently both ordered only the
+    pair of their two choices, and oppositely. The share of agreeing pairs is the figure
+    Stiennon et al. report as labeler-labeler agreement (72-73% on TL;DR).
+    """
+    j = judgements.dropna(subset=["best"])[["task_id", "rater", "best", "n_shown"]]
+    both = j.merge(j, on="task_id", suffixes=("_a", "_b"))
+    both = both[both.rater_a < both.rater_b]
+    same = (both.best_a == both.best_b).to_numpy()
+    return np.column_stack([same.astype(float), np.where(same, both.n_shown_a - 1, 1).astype(float)])
+
+
+def overall(frames: Frames, rounds: int = 200) -> dict[str, Any]:
+    best = reliability(frames.judgements, "task_id", "best_slot")
+    rated = _rated(frames).drop_duplicates(["rater", "candidate_id"], keep="first")
+    best_counts = long_value_counts(*_long(frames.judgements.drop_duplicates(["rater", "task_id"]), "task_id", "best_slot"))
+    quality = long_value_counts(*_long(rated, "candidate_id", "quality"))
+    factual = long_value_counts(*_long(rated.assign(factual=rated.factual.astype(float)), "candidate_id", "factual"))
+    return {
+        "judgements": len(frames.judgements),
+        "raters": int(frames.judgements.rater.nunique()),
+        "best_alpha_nominal": alpha_estimate(*best_counts, "nominal", rounds=rounds),
+        "pairwise_agreement": mean_estimate(pairwise_agreement(frames.judgements), rounds=rounds),
+        "quality_alpha_ordinal": alpha_estimate(*quality, "ordinal", rounds=rounds),
+        "quality_alpha_interval": alpha_estimate(*quality, "interval", rounds=rounds),
+        "factual_alpha_nominal": alpha_estimate(*factual, "nominal", rounds=rounds),
+        "factual_fleiss_kappa": fleiss_estimate(factual[0], rounds=rounds),
+        "cohen_kappa_best": cohen_kappa_matrix(best.matrix, best.raters),
+    }
+
+
+def _long(values: pd.DataFrame, unit: str, value: str) -> tuple[np.ndarray, np.ndarray]:
+    data = values.dropna(subset=[value])
+    return data[unit].to_numpy(), data[value].astype(float).to_numpy()
+
+
+def _majority_agreement(judgements: pd.DataFrame) -> pd.Series:
+    """Per judgement: does its best choice match the majority of the *other* raters of the task?
+    Left out where fewer than two others judged the task or the others are split evenly."""
+    j = judgements.dropna(subset=["best_slot"])
+    slots = j.best_slot.astype(int).to_numpy()
+    tasks, task_index = np.unique(j.task_id.to_numpy(), return_inverse=True)
+    counts = np.zeros((len(tasks), slots.max() + 1 if len(slots) else 1))
+    np.add.at(counts, (task_index, slots), 1)
+    others = counts[task_index]
+    others[np.arange(len(slots)), slots] -= 1
+    top = others.max(axis=1)
+    clear = ((others == top[:, None]).sum(axis=1) == 1) & (others.sum(axis=1) >= 2)
+    agree = others[np.arange(len(slots)), slots] == top
+    return pd.Series(agree[clear], index=j.judgement_id.to_numpy()[clear], dtype=bool)
+
+
+def _longer_wins(frames: Frames) -> pd.DataFrame:
+    """One row per (judgement, other summary) of different lengths: did the longer one win?"""
+    best = frames.judgements[["judgement_id", "rater", "best"]].dropna(subset=["best"])
+    pairs = frames.shown.merge(best, on="judgement_id")
+    winner_words = pairs[pairs.candidate_id == pairs.best][["judgement_id", "words"]].rename(columns={"words": "w_best"})
+    pairs = pairs[pairs.candidate_id != pairs.best].merge(winner_words, on="judgement_id")
+    pairs = pairs[pairs.words != pairs.w_best]
+    return pairs.assign(longer_won=pairs.w_best > pairs.words)[["rater", "longer_won"]]
+
+
+def position_bias(judgements: pd.DataFrame) -> tuple[list[float], float | None]:
+    """Share of best votes per displayed position, and the p-value of a chi-square test against
+    what a position-blind rater would give (1/n for each of the n summaries shown)."""
+    data = judgements.dropna(subset=["best_position"])
+    if data.empty:
+        return [], None
+    positions = int(data.n_shown.max())
+    observed = np.bincount(data.best_position.astype(int), minlength=positions).astype(float)
+    expected = np.zeros(positions)
+    for n, count in data.n_shown.value_counts().items():
+        expected[:int(n)] += count / n
+    shares = (observed / observed.sum()).round(4).tolist()
+    keep = expected > 0
+    p = float(chisquare(observed[keep], expected[keep]).pvalue) if keep.sum() > 1 else None
+    return shares, p
+
+
+def per_rater(frames: Frames, thresholds: Thresholds = Thresholds()) -> list[dict[str, Any]]:
+    j = frames.judgements
+    majority = _majority_agreement(j)
+    longer = _longer_wins(frames)
+    pool_longer = float(longer.longer_won.mean()) if len(longer) else None
+    rated = _rated(frames)
+    out = []
+    for rater, mine in j.sort_values("created_at").groupby("rater"):
+        agree = majority.reindex(mine.judgement_id).dropna()
+        gold = mine.dropna(subset=["gold"])
+        shares, p = position_bias(mine)
+        lw = longer[longer.rater == rater].longer_won
+        q = rated[rated.rater == rater].quality.dropna()
+        half = len(mine) // 2
+        first, second = mine.iloc[:half], mine.iloc[half:]
+        row = {
+            "rater": rater,
+            "judged": len(mine),
+            "skipped": int((frames.skips.rater == rater).sum()),
+            "median_seconds": float(mine.seconds.median()) if mine.seconds.notna().any() else None,
+            "majority_agreement": float(agree.mean()) if len(agree) else None,
+            "gold_judged": len(gold),
+            "gold_accuracy": float((gold.best == gold.gold).mean()) if len(gold) else None,
+            "best_position_shares": shares,
+            "position_bias_p": p,
+            "longer_wins": float(lw.mean()) if len(lw) else None,
+            "longer_wins_pool": pool_longer,
+            "quality_mean": float(q.mean()) if len(q) else None,
+            "quality_sd": float(q.std()) if len(q) > 1 else None,
+            # drift: the same rater's first half of judgements against the second half
+            "drift_majority_agreement": _diff(majority.reindex(first.judgement_id).dropna(),
+                                              majority.reindex(second.judgement_id).dropna()),
+            "drift_median_seconds": _diff(first.seconds.dropna(), second.seconds.dropna(), stat="median"),
+        }
+        row["flags"] = _flags(row, thresholds)
+        out.append(row)
+    return out
+
+
+def _diff(a: pd.Series, b: pd.Series, stat: str = "mean") -> float | None:
+    if len(a) == 0 or len(b) == 0:
+        return None
+    return float(getattr(b, stat)() - getattr(a, stat)())
+
+
+def _flags(row: dict[str, Any], t: Thresholds) -> list[str]:
+    if row["judged"] < t.min_judgements:
+        return []
+    flags = []
+    if row["majority_agreement"] is not None and row["majority_agreement"] < t.min_majority_agreement:
+        flags.append("low majority agreement")
+    if row["gold_accuracy"] is not None and row["gold_judged"] >= 3 and row["gold_accuracy"] < t.min_gold_accuracy:
+        flags.append("low gold accuracy")
+    if row["position_bias_p"] is not None and row["position_bias_p"] < t.position_bias_p:
+        flags.append("position bias")
+    return flags
+
+
+def flagged_raters(frames: Frames, thresholds: Thresholds = Thresholds()) -> set[str]:
+    return {r["rater"] for r in per_rater(frames, thresholds) if r["flags"]}
+
+
+def bradley_terry_strengths(wins: np.ndarray, iterations: int = 200) -> np.ndarray:
+    """Strengths (log scale, mean 0) from wins matrices (..., S, S) by Hunter's MM algorithm;
+    every pair gets a pseudo-count of half a game each way, so a source that never lost or
+    never won still has a finite strength."""
+    s = wins.shape[-1]
+    w = wins.astype(float) + 0.5 * (1 - np.eye(s))
+    games = w + np.swapaxes(w, -1, -2)
+    won = w.sum(axis=-1)
+    p = np.ones(wins.shape[:-1])
+    for _ in range(iterations):
+        p = won / (games / (p[..., :, None] + p[..., None, :])).sum(axis=-1)
+        p /= np.exp(np.log(p).mean(axis=-1, keepdims=True))
+    return np.log(p)
+
+
+def bradley_terry(wins: pd.DataFrame, iterations: int = 200) -> pd.Series:
+    return pd.Series(bradley_terry_strengths(wins.to_numpy(), iterations), index=list(wins.index))
+
+
+def _pairwise(frames: Frames) -> pd.DataFrame:
+    """One row per (judgement, winner, loser) between summaries of different sources."""
+    best = frames.judgements[["judgement_id", "best", "round"]].dropna(subset=["best"])
+    shown = frames.shown.merge(best, on="judgement_id")
+    winners = shown[shown.candidate_id == shown.best][["judgement_id", "source", "words"]]
+    losers = shown[shown.candidate_id != shown.best][["judgement_id", "source", "words", "round"]]
+    pairs = losers.merge(winners, on="judgement_id", suffixes=("_loser", "_winner"))
+    return pairs[pairs.source_loser != pairs.source_winner]
+
+
+def per_source(frames: Frames, rounds: int = 200, seed: int = 0) -> dict[str, Any]:
+    """Win rates between model versions (and the human reference), Bradley-Terry strengths with
+    bootstrap intervals, mean quality, factual rate and length, per round too."""
+    pairs = _pairwise(frames)
+    sources = sorted(set(frames.shown.source.dropna()))
+    wins = pd.crosstab(pairs.source_winner, pairs.source_loser).reindex(index=sources, columns=sources, fill_value=0)
+    games = wins + wins.T
+    rate = (wins / games.replace(0, np.nan)).round(4)
+    # Length control: only pairs whose lengths are within 20% of each other.
+    similar = pairs[(pairs.words_winner - pairs.words_loser).abs() <= 0.2 * pairs[["words_winner", "words_loser"]].max(axis=1)]
+    rated = frames.ratings.merge(frames.shown[["judgement_id", "candidate_id", "source"]], on=["judgement_id", "candidate_id"])
+    strengths = bradley_terry(wins) if len(sources) > 1 else pd.Series(0.0, index=sources)
+    intervals = _bt_intervals(pairs, sources, rounds, seed)
+    table = []
+    for s in sources:
+        won = int(wins.loc[s].sum()) if len(sources) > 1 else 0
+        played = int(games.loc[s].sum()) if len(sources) > 1 else 0
+        sim = similar[(similar.source_winner == s) | (similar.source_loser == s)]
+        q = rated[rated.source == s]
+        table.append({
+            "source": s, "wins": won, "comparisons": played,
+            "win_rate": won / played if played else None,
+            "length_controlled_win_rate": float((sim.source_winner == s).mean()) if len(sim) else None,
+            "bt_strength": float(strengths[s]), "bt_low": intervals[s][0], "bt_high": intervals[s][1],
+            "mean_quality": float(q.quality.mean()) if q.quality.notna().any() else None,
+            "factual_rate": float(q.factual.dropna().astype(float).mean()) if q.factual.notna().any() else None,
+            "mean_words": float(frames.shown[frames.shown.source == s].drop_duplicates("candidate_id").words.mean()),
+        })
+    both_sides = pd.concat([pairs.assign(source=pairs.source_winner, won=1.0),
+                            pairs.assign(source=pairs.source_loser, won=0.0)])
+    by_round = [{"round": None if pd.isna(rnd) else int(rnd), "source": src, "win_rate": float(rate_),
+                 "comparisons": int(n)}
+                for (rnd, src), (rate_, n) in both_sides.groupby(["round", "source"], dropna=False)
+                .won.agg(["mean", "size"]).iterrows()]
+    return {"sources": table, "win_rate_matrix": _nested(rate), "wins_matrix": _nested(wins), "by_round": by_round}
+
+
+def _bt_intervals(pairs: pd.DataFrame, sources: list[str], rounds: int, seed: int) -> dict[str, tuple[Any, Any]]:
+    """Percentile intervals of the strengths, resampling judgements (with all their pairs)."""
+    if len(sources) < 2 or pairs.empty:
+        return {s: (None, None) for s in sources}
+    index = {s: i for i, s in enumerate(sources)}
+    cell = pairs.source_winner.map(index).to_numpy() * len(sources) + pairs.source_loser.map(index).to_numpy()
+    judgement_ids, row_judgement = np.unique(pairs.judgement_id.to_numpy(), return_inverse=True)
+    per_judgement = np.zeros((len(judgement_ids), len(sources) ** 2), dtype=np.float32)
+    np.add.at(per_judgement, (row_judgement, cell), 1)
+    wins = resample_weights(len(judgement_ids), rounds, seed) @ per_judgement
+    strengths = bradley_terry_strengths(wins.reshape(rounds, len(sources), len(sources)), iterations=100)
+    low, high = np.percentile(strengths, [2.5, 97.5], axis=0)
+    return {s: (float(low[i]), float(high[i])) for i, s in enumerate(sources)}
+
+
+def _nested(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    return {r: {c: (None if pd.isna(v) else float(v)) for c, v in row.items()} for r, row in frame.iterrows()}
+
+
+@dataclass
+class Report:
+    overall: dict[str, Any]
+    raters: list[dict[str, Any]]
+    models: dict[str, Any]
+    filters: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        def plain(v: Any) -> Any:
+            if isinstance(v, Estimate):
+                return asdict(v)
+            if isinstance(v, dict):
+                return {k: plain(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [plain(x) for x in v]
+            return v
+        return {"overall": plain(self.overall), "raters": plain(self.raters), "models": plain(self.models),
+                "filters": self.filters}
+
+
+def build_report(frames: Frames, *, thresholds: Thresholds = Thresholds(), rounds: int = 200,
+                 filters: dict[str, Any] | None = None) -> Report:
+    return Report(overall(frames, rounds), per_rater(frames, thresholds), per_source(frames, rounds),
+                  filters or {})
