@@ -40,7 +40,8 @@ from db.models import (
 LAYOUTS = ("auto", "documents", "pairs", "comparisons", "ratings")
 AXES = ("overall", "accuracy", "coverage", "coherence")  # 1-7 scales; overall is the quality
 PAIRS_RATER = "import:unattributed"  # pairs files carry no rater ids
-_PROMPT = re.compile(r"^\s*SUBREDDIT:\s*(?:r/)?(?P<sub>\S+)\s+TITLE:\s*(?P<title>.*?)\s+POST:\s*(?P<post>.*)$", re.S)
+_PROMPT = re.compile(r"^\s*(?:SUBREDDIT:\s*(?:r/)?(?P<sub>\S+)\s+)?(?:TITLE:\s*(?P<title>.*?)\s+)?"
+                     r"POST:\s*(?P<post>.*)$", re.S)
 _TLDR = re.compile(r"^\s*TL;DR:\s*", re.I)
 
 
@@ -95,6 +96,7 @@ class _Judged:
     best: int
     rater: str
     meta: tuple[dict[str, Any] | None, ...] = field(default=())
+    shown_in_order: bool = True  # False: the file does not say which summary the rater saw first
 
 
 def detect_layout(keys: Iterable[str]) -> str:
@@ -213,14 +215,14 @@ def _summary(record: Record, file: str, name: str) -> str:
 def _parse_pair(record: Record, file: str, fields: FieldMap, max_chars: int) -> _Judged:
     prompt = _text(record, file, "prompt", required=True, max_chars=max_chars) or ""
     match = _PROMPT.match(prompt)
-    doc = (DocFields(text=match["post"].strip(), title=match["title"].strip(), subreddit=match["sub"])
+    doc = (DocFields(text=match["post"].strip(), title=(match["title"] or "").strip() or None, subreddit=match["sub"])
            if match else DocFields(text=prompt))
     if not doc.text:
         raise InvalidInput("has an empty POST part", file=file, line=record.line, field="prompt")
     chosen, rejected = _summary(record, file, "chosen"), _summary(record, file, "rejected")
     if chosen == rejected:
         raise InvalidInput("chosen and rejected are the same text", file=file, line=record.line, field="rejected")
-    return _Judged(doc=doc, summaries=(chosen, rejected), best=0, rater=PAIRS_RATER)
+    return _Judged(doc=doc, summaries=(chosen, rejected), best=0, rater=PAIRS_RATER, shown_in_order=False)
 
 
 def _parse_comparison(record: Record, file: str, fields: FieldMap, max_chars: int) -> _Judged:
@@ -328,8 +330,11 @@ class _Writer:
         doc_key, doc = self.document(item.doc)
         metas = item.meta or (None,) * len(item.summaries)
         cands = [self.candidate(doc_key, doc, text, meta) for text, meta in zip(item.summaries, metas, strict=True)]
-        shown = [c for _, c in cands]
-        self.judgement(self.task(doc_key, doc, cands, batch), self.rater(item.rater), shown, shown[item.best], [])
+        best = cands[item.best][1]
+        # Without the order the rater saw, the canonical one is stored: chosen-first would look
+        # like a rater who always picks the first summary.
+        shown = [c for _, c in (cands if item.shown_in_order else sorted(cands, key=lambda hc: hc[0]))]
+        self.judgement(self.task(doc_key, doc, cands, batch), self.rater(item.rater), shown, best, [])
 
     def rated(self, post_id: str, rater_name: str, items: list[_Rated], batch: str) -> None:
         """One rater's ratings of summaries of one post: judgements without a best choice, in

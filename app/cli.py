@@ -25,11 +25,13 @@ import_cli = typer.Typer(help="Import documents and human judgements.", no_args_
 tasks_cli = typer.Typer(help="Comparison tasks for annotators.", no_args_is_help=True)
 demo_cli = typer.Typer(help="The demo data set shipped with Calibra.", no_args_is_help=True)
 users_cli = typer.Typer(help="Annotator and admin accounts.", no_args_is_help=True)
+export_cli = typer.Typer(help="Training data and provenance from the judgements.", no_args_is_help=True)
 cli.add_typer(models_cli, name="models")
 cli.add_typer(import_cli, name="import")
 cli.add_typer(tasks_cli, name="tasks")
 cli.add_typer(demo_cli, name="demo")
 cli.add_typer(users_cli, name="users")
+cli.add_typer(export_cli, name="export")
 
 DEMO_POSTS = Path(__file__).parent / "demo" / "posts.jsonl"
 
@@ -221,6 +223,78 @@ def agreement(
         wr = "-" if m["win_rate"] is None else f"{m['win_rate']:.3f}"
         typer.echo(f"  {m['source']:<24} win rate {wr} over {m['comparisons']} comparisons, "
                    f"Bradley-Terry {m['bt_strength']:+.2f}")
+
+
+EXPORT_FORMATS = ("jsonl", "parquet", "hf-dataset")
+
+
+def _write_table(frame: Any, out: Path, fmt: str) -> None:
+    """JSONL, Parquet, or a Hugging Face dataset folder (`datasets.load_from_disk` reads it)."""
+    if fmt not in EXPORT_FORMATS:
+        raise CliError(f"--format must be one of {', '.join(EXPORT_FORMATS)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        frame.to_json(out, orient="records", lines=True, force_ascii=False)
+    elif fmt == "parquet":
+        frame.to_parquet(out, index=False)
+    else:
+        import datasets
+
+        datasets.Dataset.from_pandas(frame, preserve_index=False).save_to_disk(str(out))
+
+
+@export_cli.command("preferences")
+@reports_errors
+def export_preferences(
+    out: Annotated[Path, typer.Option(help="file (jsonl, parquet) or folder (hf-dataset) to write")],
+    fmt: Annotated[str, typer.Option("--format", help="jsonl | parquet | hf-dataset")] = "jsonl",
+    margin: Annotated[str, typer.Option(help="none | small | large (Llama 2 scales) | quality")] = "none",
+    round_: Annotated[int | None, typer.Option("--round", help="only tasks of this round")] = None,
+    include_flagged: Annotated[bool, typer.Option("--include-flagged", help="keep flagged raters' votes")] = False,
+) -> None:
+    """Preference pairs in the prompt / chosen / rejected layout, with soft_label, margin,
+    weight, round and the ids of raters and candidates.
+
+    Examples:
+      calibra export preferences --out prefs.jsonl
+      calibra export preferences --format parquet --margin large --out prefs.parquet
+      calibra export preferences --format hf-dataset --out prefs/
+    """
+    from annotate.export import ExportConfig, preference_pairs
+    from annotate.judgement_frames import Filters
+
+    try:
+        cfg = ExportConfig(margin=margin, exclude_flagged=not include_flagged)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    ctx = open_context()
+    with ctx.transaction() as db:
+        pairs, left_out = preference_pairs(db, cfg, Filters(round=round_))
+    _write_table(pairs, out, fmt)
+    typer.echo(f"{len(pairs)} pairs written to {out}; left out: "
+               + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in left_out.items()))
+
+
+@export_cli.command("judgements")
+@reports_errors
+def export_judgements(
+    out: Annotated[Path, typer.Option(help="file (jsonl, parquet) or folder (hf-dataset) to write")],
+    fmt: Annotated[str, typer.Option("--format", help="jsonl | parquet | hf-dataset")] = "jsonl",
+    round_: Annotated[int | None, typer.Option("--round", help="only tasks of this round")] = None,
+) -> None:
+    """Every judgement with its provenance: rater, time taken, display order and the sources
+    shown, best choice, strength, flags and per-summary ratings.
+
+    Example: calibra export judgements --out judgements.jsonl
+    """
+    from annotate.export import judgements_table
+    from annotate.judgement_frames import Filters
+
+    ctx = open_context()
+    with ctx.transaction() as db:
+        table = judgements_table(db, Filters(round=round_))
+    _write_table(table, out, fmt)
+    typer.echo(f"{len(table)} judgements written to {out}")
 
 
 @import_cli.command("ratings")
