@@ -54,10 +54,12 @@ class PairVotes:
     round: Any = None
 
 
-def prompt_text(doc: Document) -> str:
-    """The TL;DR layout that reward-model trainers read: SUBREDDIT / TITLE / POST."""
-    parts = [f"SUBREDDIT: r/{doc.subreddit}" if doc.subreddit else None,
-             f"TITLE: {doc.title}" if doc.title else None, f"POST: {doc.text}"]
+def format_post(subreddit: str | None, title: str | None, text: str) -> str:
+    """The TL;DR layout: SUBREDDIT / TITLE / POST lines (the first two when known). Exported
+    prompts and the policy's prompts share it, so what the reward model is trained on is what
+    the policy is asked."""
+    parts = [f"SUBREDDIT: r/{subreddit}" if subreddit else None, f"TITLE: {title}" if title else None,
+             f"POST: {text}"]
     return "\n".join(p for p in parts if p)
 
 
@@ -132,7 +134,7 @@ def preference_pairs(db: Session, cfg: ExportConfig = ExportConfig(),
         skill = sum(competence.get(r, 1.0) for r in v.raters) / len(v.raters)
         doc = docs[task_docs[task_id]]
         rows.append({
-            "prompt": prompt_text(doc), "chosen": texts[chosen], "rejected": texts[rejected],
+            "prompt": format_post(doc.subreddit, doc.title, doc.text), "chosen": texts[chosen], "rejected": texts[rejected],
             "soft_label": round(share, 4), "margin": round(margin, 4), "weight": round((2 * share - 1) * skill, 4),
             "round": None if pd.isna(v.round) else int(v.round), "task_id": task_id, "document_id": doc.id,
             "chosen_candidate_id": chosen, "rejected_candidate_id": rejected,

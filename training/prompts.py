@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
+from annotate.export import format_post
+
 TEMPLATES = ("auto", "chat", "tldr")
 INSTRUCTION = "Summarize this Reddit post in one or two sentences (a TL;DR)."
 
@@ -32,16 +34,10 @@ def _truncate(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int) ->
     return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens]).rstrip() + " …"
 
 
-def post_block(doc: DocPrompt, body: str) -> str:
-    lines = [f"SUBREDDIT: r/{doc.subreddit}" if doc.subreddit else None,
-             f"TITLE: {doc.title}" if doc.title else None, f"POST: {body}"]
-    return "\n".join(line for line in lines if line)
-
-
 def build_prompt(tokenizer: PreTrainedTokenizerBase, doc: DocPrompt, template: str,
                  max_post_tokens: int = 512) -> str:
     """The text the policy continues with a summary; long posts are cut to `max_post_tokens`."""
-    block = post_block(doc, _truncate(tokenizer, doc.text, max_post_tokens))
+    block = format_post(doc.subreddit, doc.title, _truncate(tokenizer, doc.text, max_post_tokens))
     if resolve_template(tokenizer, template) == "chat":
         messages = [{"role": "user", "content": f"{INSTRUCTION}\n\n{block}"}]
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
