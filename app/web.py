@@ -28,7 +28,8 @@ from annotate.submissions import (
 from annotate.users import authenticate
 from annotate.views import TaskView, progress, task_view
 from app.context import Context
-from db.models import Rater, Strength
+from app.dashboard import build_dashboard
+from db.models import Rater, Role, Strength
 
 QUALITY_ANCHORS = ["1 · very poor", "2 · poor", "3 · below average", "4 · acceptable", "5 · good",
                    "6 · very good", "7 · excellent"]
@@ -101,6 +102,13 @@ class Handlers:
         with self.ctx.transaction() as db:
             skip(db, assignment_id, self._rater(db, request), reason)
 
+    def is_admin(self, request: gr.Request | None) -> bool:
+        try:
+            with self.ctx.transaction() as db:
+                return self._rater(db, request).role == Role.ADMIN
+        except NotLoggedIn:
+            return False
+
     def check_login(self, username: str, password: str) -> bool:
         with self.ctx.transaction() as db:
             return authenticate(db, username, password) is not None
@@ -140,32 +148,34 @@ def build_app(h: Handlers) -> gr.Blocks:
     with gr.Blocks(title="Calibra · annotate", analytics_enabled=False) as demo:
         assignment = gr.State(None)  # server-side: the current assignment id
         shown = gr.State(0)  # how many summaries this task has
-        gr.Markdown("## Which summary is best?")
-        status = gr.Markdown(elem_id="progress")
-        with gr.Group():
-            title = gr.Textbox(label="Title", interactive=False, elem_id="title")
-            source = gr.Textbox(label="Source", interactive=False, elem_id="source")
-            body = gr.Textbox(label="Document", interactive=False, lines=8, max_lines=18, elem_id="document",
-                              autoscroll=False)
-        groups, texts, qualities, factuals = [], [], [], []
-        with gr.Row(equal_height=False):
-            for letter in LETTERS:
-                with gr.Column(visible=False, min_width=240) as col:
-                    texts.append(gr.Textbox(label=f"Summary {letter}", interactive=False, lines=3,
-                                            elem_classes=["summary"], elem_id=f"summary-{letter}"))
-                    qualities.append(gr.Radio(QUALITY_ANCHORS, label=f"Overall quality of {letter}",
-                                              elem_classes=["quality"], elem_id=f"quality-{letter}"))
-                    factuals.append(gr.Radio(FACTUAL, label=f"Is {letter} factual?", elem_classes=["factual"],
-                                             elem_id=f"factual-{letter}"))
-                groups.append(col)
-        best = gr.Radio(list(LETTERS), label="Best summary (keys 1-4)", elem_id="best")
-        strength = gr.Radio(STRENGTHS, label="How much better than the next best?", elem_id="strength")
-        unacceptable = gr.Checkbox(label="All summaries are unacceptable", elem_id="unacceptable")
-        comment = gr.Textbox(label="Comment (optional)", lines=1, elem_id="comment")
-        with gr.Row():
-            submit_btn = gr.Button("Submit (Ctrl+Enter)", variant="primary", elem_id="submit-btn")
-            reason = gr.Dropdown(list(SKIP_REASONS), label="Skip reason", value=SKIP_REASONS[0], elem_id="skip-reason")
-            skip_btn = gr.Button("Skip", elem_id="skip-btn")
+        with gr.Tab("Annotate", elem_id="annotate-tab"):
+            gr.Markdown("## Which summary is best?")
+            status = gr.Markdown(elem_id="progress")
+            with gr.Group():
+                title = gr.Textbox(label="Title", interactive=False, elem_id="title")
+                source = gr.Textbox(label="Source", interactive=False, elem_id="source")
+                body = gr.Textbox(label="Document", interactive=False, lines=8, max_lines=18, elem_id="document",
+                                  autoscroll=False)
+            groups, texts, qualities, factuals = [], [], [], []
+            with gr.Row(equal_height=False):
+                for letter in LETTERS:
+                    with gr.Column(visible=False, min_width=240) as col:
+                        texts.append(gr.Textbox(label=f"Summary {letter}", interactive=False, lines=3,
+                                                elem_classes=["summary"], elem_id=f"summary-{letter}"))
+                        qualities.append(gr.Radio(QUALITY_ANCHORS, label=f"Overall quality of {letter}",
+                                                  elem_classes=["quality"], elem_id=f"quality-{letter}"))
+                        factuals.append(gr.Radio(FACTUAL, label=f"Is {letter} factual?", elem_classes=["factual"],
+                                                 elem_id=f"factual-{letter}"))
+                    groups.append(col)
+            best = gr.Radio(list(LETTERS), label="Best summary (keys 1-4)", elem_id="best")
+            strength = gr.Radio(STRENGTHS, label="How much better than the next best?", elem_id="strength")
+            unacceptable = gr.Checkbox(label="All summaries are unacceptable", elem_id="unacceptable")
+            comment = gr.Textbox(label="Comment (optional)", lines=1, elem_id="comment")
+            with gr.Row():
+                submit_btn = gr.Button("Submit (Ctrl+Enter)", variant="primary", elem_id="submit-btn")
+                reason = gr.Dropdown(list(SKIP_REASONS), label="Skip reason", value=SKIP_REASONS[0], elem_id="skip-reason")
+                skip_btn = gr.Button("Skip", elem_id="skip-btn")
+        dashboard_tab = build_dashboard(h.is_admin, h.ctx.transaction)
 
         outputs = [assignment, shown, status, title, source, body, best, strength, unacceptable, comment,
                    *groups, *texts, *qualities, *factuals]
@@ -201,6 +211,10 @@ def build_app(h: Handlers) -> gr.Blocks:
 
         private: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None}
         demo.load(render, None, outputs, **private)
+        def show_dashboard(request: gr.Request) -> Any:
+            return gr.update(visible=h.is_admin(request))
+
+        demo.load(show_dashboard, None, dashboard_tab, **private)
         submit_btn.click(on_submit, {assignment, shown, best, strength, unacceptable, comment, *qualities, *factuals},
                          outputs, **private)
         skip_btn.click(on_skip, [assignment, reason], outputs, **private)

@@ -51,6 +51,7 @@ def app_url(ctx) -> Iterator[str]:  # type: ignore[no-untyped-def]
                                   slots=[TaskCandidate(candidate=c, slot=j) for j, c in enumerate(cands)]))
         for name in ("ann1", "ann2"):
             add_user(db, name, Role.ANNOTATOR, PASSWORD)
+        add_user(db, "boss", Role.ADMIN, PASSWORD)
     port = _free_port()
     demo = launch(ctx, "127.0.0.1", port, block=False)
     yield f"http://127.0.0.1:{port}/"
@@ -217,3 +218,31 @@ def test_api_for_scripts_with_gradio_client(app_url: str, ctx) -> None:  # type:
         assert db.get(Candidate, j.best_candidate_id).id == j.assignment.display_order[3]
     with pytest.raises(Exception):
         Client(app_url, auth=("ann1", "wrong password"), verbose=False)
+
+
+@pytest.mark.browser
+def test_dashboard_is_for_admins_only(app_url: str, browser, ctx) -> None:  # type: ignore[no-untyped-def]
+    from gradio_client import Client
+
+    for name in ("ann1", "ann2"):  # two judgements to report on, through the API
+        client = Client(app_url, auth=(name, PASSWORD), verbose=False)
+        task = client.predict(api_name="/next_task")["task"]
+        client.predict(task["assignment_id"], "A", {c: 5 for c in "ABCD"}, {c: True for c in "ABCD"}, "better",
+                       api_name="/submit")
+
+    page, _ = open_as(browser, app_url, "ann1")
+    assert page.get_by_role("tab", name="Annotate").count() == 1
+    assert page.get_by_role("tab", name="Dashboard").count() == 0
+
+    admin, _ = open_as(browser, app_url, "boss")
+    admin.get_by_role("tab", name="Dashboard").click()
+    admin.locator("#dashboard-compute").click()
+    admin.wait_for_selector("text=/2\\s*judgements by\\s*2\\s*raters/", timeout=60_000)
+    assert "pairwise_agreement" in admin.locator("#agreement-table").inner_text()
+    models = admin.locator("#models-table").inner_text()
+    assert any(secret in models for secret in SECRET_MODELS)  # admins do see model versions
+    admin.wait_for_selector("#dashboard-csv a", timeout=30_000)
+    admin.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 5", timeout=30_000)
+    admin.locator("#filter-since").locator("textarea, input").first.fill("yesterday")
+    admin.locator("#dashboard-compute").click()
+    admin.wait_for_selector("text=/since: 'yesterday' is not a date/", timeout=30_000)
