@@ -77,24 +77,34 @@ def unit_coincidences(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _delta2(values: np.ndarray, marginals: np.ndarray, level: str) -> np.ndarray:
+    """Squared distances between values; `marginals` (..., V) may hold a batch of samples."""
+    v = len(values)
     if level == "nominal":
-        return 1.0 - np.eye(len(values))
+        return np.broadcast_to(1.0 - np.eye(v), (*marginals.shape[:-1], v, v))
     if level == "interval":
-        return (values[:, None] - values[None, :]) ** 2
-    cum = np.cumsum(marginals)  # ordinal: ranks between c and k, halving the ends
-    between = cum[None, :] - cum[:, None] + marginals[:, None] - (marginals[:, None] + marginals[None, :]) / 2
+        return np.broadcast_to((values[:, None] - values[None, :]) ** 2, (*marginals.shape[:-1], v, v))
+    cum = np.cumsum(marginals, axis=-1)  # ordinal: ranks between c and k, halving the ends
+    n_c, n_k = marginals[..., :, None], marginals[..., None, :]
+    between = cum[..., None, :] - cum[..., :, None] + n_c - (n_c + n_k) / 2
     upper = np.triu(between)
-    return (upper + upper.T) ** 2
+    return (upper + np.swapaxes(upper, -1, -2)) ** 2
+
+
+def alphas_from_coincidences(o: np.ndarray, values: np.ndarray, level: str) -> np.ndarray:
+    """α for each coincidence matrix in `o` (..., V, V); NaN where it is undefined."""
+    n_c = o.sum(axis=-1)
+    n = n_c.sum(axis=-1)
+    d2 = _delta2(values, n_c, level)
+    expected = (n_c[..., :, None] * n_c[..., None, :] * d2).sum(axis=(-2, -1))
+    observed = (o * d2).sum(axis=(-2, -1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alpha = 1 - (n - 1) * observed / expected
+    return np.where((n > 1) & ((n_c > 0).sum(axis=-1) >= 2) & (expected > 0), alpha, np.nan)
 
 
 def alpha_from_coincidences(o: np.ndarray, values: np.ndarray, level: str) -> float | None:
-    n_c = o.sum(axis=1)
-    n = n_c.sum()
-    if n <= 1 or (n_c > 0).sum() < 2:
-        return None
-    d2 = _delta2(values, n_c, level)
-    expected = (n_c[:, None] * n_c[None, :] * d2).sum()
-    return float(1 - (n - 1) * (o * d2).sum() / expected) if expected > 0 else None
+    alpha = float(alphas_from_coincidences(o, values, level))
+    return None if np.isnan(alpha) else alpha
 
 
 def _percentile_interval(draws: list[float | None]) -> tuple[float | None, float | None]:
@@ -131,9 +141,8 @@ def alpha_estimate(counts: np.ndarray, values: np.ndarray, level: str, *, rounds
     if value is None:
         return Estimate(None, units=len(counts))
     flat = unit_coincidences(counts, values).reshape(len(counts), -1).astype(np.float32)
-    samples = resample_weights(len(counts), rounds, seed) @ flat
-    draws = [alpha_from_coincidences(s.reshape(len(values), len(values)).astype(float), values, level)
-             for s in samples]
+    samples = (resample_weights(len(counts), rounds, seed) @ flat).astype(float)
+    draws = list(alphas_from_coincidences(samples.reshape(rounds, len(values), len(values)), values, level))
     return Estimate(value, *_percentile_interval(draws), len(counts))
 
 
@@ -192,20 +201,22 @@ def cohen_kappa(confusion: np.ndarray) -> float | None:
 
 
 def cohen_kappa_matrix(matrix: np.ndarray, raters: list[str], *, min_shared: int = 2) -> dict[str, dict[str, float | None]]:
-    """Cohen's κ for every pair of raters over the units both rated (None: too few shared)."""
+    """Cohen's κ for every pair of raters over the units both rated (None: too few shared).
+
+    All pairs' confusion matrices come from one product of one-hot ratings (raters*V x units
+    times its transpose), instead of a loop over pairs.
+    """
     data = np.asarray(matrix, dtype=float)
     values = np.unique(data[~np.isnan(data)])
-    codes = np.where(np.isnan(data), -1, np.searchsorted(values, np.nan_to_num(data))).astype(int)
-    out: dict[str, dict[str, float | None]] = {r: {r: 1.0} for r in raters}
-    rated = ~np.isnan(data)
-    shared = rated.astype(int) @ rated.T.astype(int)
-    for i, j in zip(*np.nonzero(np.triu(shared >= min_shared, k=1)), strict=True):
-        both = rated[i] & rated[j]
-        confusion = np.zeros((len(values), len(values)))
-        np.add.at(confusion, (codes[i, both], codes[j, both]), 1)
-        out[raters[i]][raters[j]] = out[raters[j]][raters[i]] = cohen_kappa(confusion)
-    for i, j in zip(*np.nonzero(np.triu(shared < min_shared, k=1)), strict=True):
-        out[raters[i]][raters[j]] = out[raters[j]][raters[i]] = None
+    r, v = len(raters), len(values)
+    onehot = np.stack([(data == x) for x in values], axis=1).astype(np.float32)  # raters x V x units
+    flat = onehot.reshape(r * v, -1)
+    confusion = (flat @ flat.T).reshape(r, v, r, v).transpose(0, 2, 1, 3)  # [i, j] is i's values x j's
+    out: dict[str, dict[str, float | None]] = {name: {name: 1.0} for name in raters}
+    for i in range(r):
+        for j in range(i + 1, r):
+            kappa = cohen_kappa(confusion[i, j]) if confusion[i, j].sum() >= min_shared else None
+            out[raters[i]][raters[j]] = out[raters[j]][raters[i]] = kappa
     return out
 
 

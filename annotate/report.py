@@ -144,20 +144,24 @@ def per_rater(frames: Frames, thresholds: Thresholds = Thresholds()) -> list[dic
     majority = _majority_agreement(j)
     longer = _longer_wins(frames)
     pool_longer = float(longer.longer_won.mean()) if len(longer) else None
-    rated = _rated(frames)
+    # Group once: filtering the 300k-row tables per rater would scan them once per rater.
+    longer_by = dict(tuple(longer.groupby("rater").longer_won))
+    quality_by = dict(tuple(_rated(frames).dropna(subset=["quality"]).groupby("rater").quality))
+    skipped = frames.skips.rater.value_counts()
+    empty = pd.Series(dtype=float)
     out = []
     for rater, mine in j.sort_values("created_at").groupby("rater"):
         agree = majority.reindex(mine.judgement_id).dropna()
         gold = mine.dropna(subset=["gold"])
         shares, p = position_bias(mine)
-        lw = longer[longer.rater == rater].longer_won
-        q = rated[rated.rater == rater].quality.dropna()
+        lw = longer_by.get(rater, empty)
+        q = quality_by.get(rater, empty)
         half = len(mine) // 2
         first, second = mine.iloc[:half], mine.iloc[half:]
         row = {
             "rater": rater,
             "judged": len(mine),
-            "skipped": int((frames.skips.rater == rater).sum()),
+            "skipped": int(skipped.get(rater, 0)),
             "median_seconds": float(mine.seconds.median()) if mine.seconds.notna().any() else None,
             "majority_agreement": float(agree.mean()) if len(agree) else None,
             "gold_judged": len(gold),
@@ -271,11 +275,14 @@ def _bt_intervals(pairs: pd.DataFrame, sources: list[str], rounds: int, seed: in
     """Percentile intervals of the strengths, resampling judgements (with all their pairs)."""
     if len(sources) < 2 or pairs.empty:
         return {s: (None, None) for s in sources}
-    index = {s: i for i, s in enumerate(sources)}
-    cell = pairs.source_winner.map(index).to_numpy() * len(sources) + pairs.source_loser.map(index).to_numpy()
+    def codes(column: pd.Series) -> np.ndarray:
+        return pd.Categorical(column, categories=sources).codes.astype(np.int64)
+
+    cell = codes(pairs.source_winner) * len(sources) + codes(pairs.source_loser)
     judgement_ids, row_judgement = np.unique(pairs.judgement_id.to_numpy(), return_inverse=True)
-    per_judgement = np.zeros((len(judgement_ids), len(sources) ** 2), dtype=np.float32)
-    np.add.at(per_judgement, (row_judgement, cell), 1)
+    cells = len(sources) ** 2
+    per_judgement = np.bincount(row_judgement * cells + cell, minlength=len(judgement_ids) * cells)
+    per_judgement = per_judgement.reshape(len(judgement_ids), cells).astype(np.float32)
     wins = resample_weights(len(judgement_ids), rounds, seed) @ per_judgement
     strengths = bradley_terry_strengths(wins.reshape(rounds, len(sources), len(sources)), iterations=100)
     low, high = np.percentile(strengths, [2.5, 97.5], axis=0)
