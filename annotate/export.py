@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from annotate.judgement_frames import Filters, Frames, load_frames
-from annotate.report import Thresholds, per_rater
+from annotate.report import Thresholds, flagged, per_rater
 from db.models import Candidate, ComparisonTask, Document
 
 MARGINS = {"small": {"significantly": 1.0, "better": 2 / 3, "slightly": 1 / 3, "negligibly": 0.0},
@@ -109,9 +109,9 @@ def preference_pairs(db: Session, cfg: ExportConfig = ExportConfig(),
     what was left out."""
     frames = load_frames(db, filters)
     raters = per_rater(frames, cfg.thresholds)
-    flagged = {r["rater"] for r in raters if r["flags"]} if cfg.exclude_flagged else set()
+    skipped = flagged(raters) if cfg.exclude_flagged else set()
     competence = {r["rater"]: r["majority_agreement"] for r in raters if r["majority_agreement"] is not None}
-    votes = _votes(frames, cfg, flagged)
+    votes = _votes(frames, cfg, skipped)
     cand_ids = {c for _, pair in votes for c in pair}
     texts = dict(db.execute(select(Candidate.id, Candidate.text).where(Candidate.id.in_(cand_ids))).all())
     task_docs = dict(db.execute(select(ComparisonTask.id, ComparisonTask.document_id)
@@ -142,7 +142,7 @@ def preference_pairs(db: Session, cfg: ExportConfig = ExportConfig(),
             "votes": round(v.wins[a] + v.wins[b], 2), "raters": sorted(v.raters),
         })
     gold = int(frames.judgements.gold.notna().sum())
-    left_out = {"ties": ties, "flagged_raters": len(flagged), "gold_judgements": gold,
+    left_out = {"ties": ties, "flagged_raters": len(skipped), "gold_judgements": gold,
                 "all_unacceptable_judgements": int(frames.judgements.all_unacceptable.sum())}
     return pd.DataFrame(rows), left_out
 

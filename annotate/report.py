@@ -201,8 +201,9 @@ def _flags(row: dict[str, Any], t: Thresholds) -> list[str]:
     return flags
 
 
-def flagged_raters(frames: Frames, thresholds: Thresholds = Thresholds()) -> set[str]:
-    return {r["rater"] for r in per_rater(frames, thresholds) if r["flags"]}
+def flagged(raters: list[dict[str, Any]]) -> set[str]:
+    """The raters of a `per_rater` table with any flag: their votes stay out of training data."""
+    return {r["rater"] for r in raters if r["flags"]}
 
 
 def bradley_terry_strengths(wins: np.ndarray, iterations: int = 200) -> np.ndarray:

@@ -17,7 +17,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from annotate.judgement_frames import Filters, load_frames
-from annotate.report import build_report, pairwise_agreement
+from annotate.report import build_report, flagged, pairwise_agreement
 
 ESTIMATES = ("best_alpha_nominal", "pairwise_agreement", "quality_alpha_ordinal", "quality_alpha_interval",
              "factual_alpha_nominal", "factual_fleiss_kappa")
@@ -111,7 +111,7 @@ def compute(sessions_transaction: Any, filters: Filters, bootstrap: int = 200) -
     report = build_report(frames, rounds=bootstrap).as_dict()
     tables = {"agreement": overall_table(report), "raters": raters_table(report), "models": models_table(report)}
     summary = (f"**{report['overall']['judgements']}** judgements by **{report['overall']['raters']}** raters; "
-               f"flagged: {', '.join(r['rater'] for r in report['raters'] if r['flags']) or 'none'}")
+               f"flagged: {', '.join(sorted(flagged(report['raters']))) or 'none'}")
     return [summary, *tables.values(), position_plot(report), kappa_plot(report), win_rate_plot(report),
             agreement_plot(frames), throughput_plot(frames), write_csvs(tables)]
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from annotate.judgement_frames import Filters, load_frames
-from annotate.report import build_report, flagged_raters, position_bias
+from annotate.report import build_report, flagged, per_rater, position_bias
 from db import (
     Assignment,
     AssignmentStatus,
@@ -75,7 +75,7 @@ def test_report_by_hand(judged) -> None:  # type: ignore[no-untyped-def]
     assert raters["r1"]["majority_agreement"] == 1.0
     assert raters["r1"]["longer_wins"] == 1.0 and raters["r1"]["median_seconds"] == 10.0
     assert set(raters["r3"]["flags"]) == {"position bias", "low majority agreement"} and raters["r1"]["flags"] == []
-    assert flagged_raters(frames) == {"r3"}
+    assert flagged(per_rater(frames)) == {"r3"}
 
     models = {m["source"]: m for m in data["models"]["sources"]}
     # alpha beats beta 12 + 12 + 4 times and loses 4 times (r3 choosing beta); same against the reference
