@@ -6,15 +6,17 @@ unit. Not every rater sees every unit; Krippendorff's α handles that natively, 
 fewer than two ratings carry no information about agreement.
 
 Point estimates come from well-kept packages (krippendorff, statsmodels). Bootstrap intervals
-resample units; to keep 200 resamples of 100k judgements within a second, each unit's
-coincidence matrix (α) or category counts (Fleiss' κ) are computed once and resampling only
-re-weights them. `alpha_from_coincidences` is checked against the krippendorff package.
+resample units, or clusters of units (a report resamples tasks, so that every statistic sees
+the same resampled tasks and the weights are drawn once); to keep 200 resamples of 100k
+judgements within a second, each unit's coincidence matrix (α) or category counts (Fleiss' κ)
+are computed once, summed per cluster, and resampling only re-weights the sums. `alpha_from_coincidences` is checked against the krippendorff package.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 LEVELS = ("nominal", "ordinal", "interval")
 
@@ -134,28 +136,71 @@ def resample_weights(units: int, rounds: int, seed: int) -> np.ndarray:
     return POISSON_1[draws]
 
 
+@dataclass(frozen=True)
+class Bootstrap:
+    """One set of resampling weights over clusters of units (rounds x clusters)."""
+
+    weights: np.ndarray
+
+    @classmethod
+    def draw(cls, clusters: int, rounds: int = 200, seed: int = 0) -> Bootstrap:
+        return cls(resample_weights(clusters, rounds, seed))
+
+    @property
+    def rounds(self) -> int:
+        return self.weights.shape[0]
+
+    def totals(self, per_unit: np.ndarray, clusters: np.ndarray | None = None) -> np.ndarray:
+        """For every resample, the weighted sum of the per-unit rows (units x k gives rounds x
+        k). `clusters` names each unit's cluster; without it unit i is cluster i."""
+        rows = np.asarray(per_unit, dtype=np.float32).reshape(len(per_unit), -1)
+        if clusters is not None:
+            membership = sparse.csr_matrix((np.ones(len(clusters), dtype=np.float32), (clusters, np.arange(len(clusters)))),
+                                           shape=(self.weights.shape[1], len(clusters)))
+            rows = np.asarray(membership @ rows)
+        return (self.weights @ rows).astype(float)
+
+
+def _plan(units: int, rounds: int, seed: int, bootstrap: Bootstrap | None) -> Bootstrap:
+    return bootstrap if bootstrap is not None else Bootstrap.draw(units, rounds, seed)
+
+
+def alpha_estimates(counts: np.ndarray, values: np.ndarray, levels: tuple[str, ...], *, rounds: int = 200,
+                    seed: int = 0, bootstrap: Bootstrap | None = None,
+                    clusters: np.ndarray | None = None) -> dict[str, Estimate]:
+    """Krippendorff's α at several levels of measurement from one set of resampled
+    coincidences, with percentile intervals from resampling units (or their clusters)."""
+    out = {level: Estimate(alpha_from_counts(counts, values, level), units=len(counts)) for level in levels}
+    if all(e.value is None for e in out.values()):
+        return out
+    plan = _plan(len(counts), rounds, seed, bootstrap)
+    flat = unit_coincidences(counts, values).reshape(len(counts), -1)
+    samples = plan.totals(flat, clusters).reshape(plan.rounds, len(values), len(values))
+    for level, e in out.items():
+        if e.value is not None:
+            draws = list(alphas_from_coincidences(samples, values, level))
+            out[level] = Estimate(e.value, *_percentile_interval(draws), len(counts))
+    return out
+
+
 def alpha_estimate(counts: np.ndarray, values: np.ndarray, level: str, *, rounds: int = 200,
                    seed: int = 0) -> Estimate:
     """Krippendorff's α with a percentile interval from resampling units."""
-    value = alpha_from_counts(counts, values, level)
-    if value is None:
-        return Estimate(None, units=len(counts))
-    flat = unit_coincidences(counts, values).reshape(len(counts), -1).astype(np.float32)
-    samples = (resample_weights(len(counts), rounds, seed) @ flat).astype(float)
-    draws = list(alphas_from_coincidences(samples.reshape(rounds, len(values), len(values)), values, level))
-    return Estimate(value, *_percentile_interval(draws), len(counts))
+    return alpha_estimates(counts, values, (level,), rounds=rounds, seed=seed)[level]
 
 
-def fleiss_table(counts: np.ndarray) -> np.ndarray:
-    """The units rated by the most common number of raters.
+def fleiss_rows(counts: np.ndarray) -> np.ndarray:
+    """Which units Fleiss' κ uses: those rated by the most common number of raters.
 
     Fleiss' κ assumes the same number of ratings per unit; units with another count are left
     out rather than padded (α above uses all of them).
     """
-    if len(counts) == 0:
-        return counts
     n = counts.sum(axis=1).astype(int)
-    return counts[n == np.bincount(n).argmax()]
+    return n == np.bincount(n).argmax() if len(counts) else np.zeros(0, dtype=bool)
+
+
+def fleiss_table(counts: np.ndarray) -> np.ndarray:
+    return counts[fleiss_rows(counts)]
 
 
 def fleiss_kappa(matrix: np.ndarray) -> float | None:
@@ -170,18 +215,23 @@ def _fleiss(table: np.ndarray) -> float | None:
     return float(statsmodels_fleiss(table, method="fleiss"))
 
 
-def fleiss_estimate(counts: np.ndarray, *, rounds: int = 200, seed: int = 0) -> Estimate:
-    table = fleiss_table(counts)
+def fleiss_estimate(counts: np.ndarray, *, rounds: int = 200, seed: int = 0, bootstrap: Bootstrap | None = None,
+                    clusters: np.ndarray | None = None) -> Estimate:
+    """Fleiss' κ; `clusters`, when given, names the cluster of each row of `counts`."""
+    kept = fleiss_rows(counts)
+    table = counts[kept]
     value = _fleiss(table)
     if value is None:
         return Estimate(None, units=len(table))
     # Fleiss' formula with weighted units, for all resamples at once (the value is statsmodels').
     n = table.sum(axis=1)[0]
     agreement = ((table**2).sum(axis=1) - n) / (n * (n - 1))  # P_i per unit
-    w = resample_weights(len(table), rounds, seed).astype(float)
-    total = w.sum(axis=1)
-    p_bar = (w @ agreement) / total
-    p_j = (w @ table) / (n * total[:, None])
+    plan = _plan(len(table), rounds, seed, bootstrap)
+    sums = plan.totals(np.column_stack([np.ones(len(table)), agreement, table]),
+                       None if clusters is None else clusters[kept])
+    total = sums[:, 0]
+    p_bar = sums[:, 1] / total
+    p_j = sums[:, 2:] / (n * total[:, None])
     p_e = (p_j**2).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         draws = list(np.where(p_e < 1, (p_bar - p_e) / (1 - p_e), np.nan))
@@ -220,15 +270,16 @@ def cohen_kappa_matrix(matrix: np.ndarray, raters: list[str], *, min_shared: int
     return out
 
 
-def mean_estimate(values: np.ndarray, *, rounds: int = 200, seed: int = 0) -> Estimate:
+def mean_estimate(values: np.ndarray, *, rounds: int = 200, seed: int = 0, bootstrap: Bootstrap | None = None,
+                  clusters: np.ndarray | None = None) -> Estimate:
     """A mean of 0/1 outcomes (weighted by `values`' second column when given) with a bootstrap
-    interval over its rows."""
+    interval over its rows (or their clusters)."""
     data = np.asarray(values, dtype=float).reshape(len(values), -1)
     if len(data) == 0:
         return Estimate(None)
     agree, weight = data[:, 0], data[:, 1] if data.shape[1] > 1 else np.ones(len(data))
     value = float((agree * weight).sum() / weight.sum())
-    w = resample_weights(len(data), rounds, seed) * weight
+    sums = _plan(len(data), rounds, seed, bootstrap).totals(np.column_stack([agree * weight, weight]), clusters)
     with np.errstate(divide="ignore", invalid="ignore"):  # a resample can draw no rows at all
-        draws = list((w @ agree) / w.sum(axis=1))
+        draws = list(sums[:, 0] / sums[:, 1])
     return Estimate(value, *_percentile_interval(draws), len(data))

@@ -13,13 +13,13 @@ import pandas as pd
 from scipy.stats import chisquare
 
 from annotate.agreement import (
+    Bootstrap,
     Estimate,
-    alpha_estimate,
+    alpha_estimates,
     cohen_kappa_matrix,
     fleiss_estimate,
     long_value_counts,
     mean_estimate,
-    resample_weights,
 )
 from annotate.judgement_frames import Frames
 
@@ -58,6 +58,10 @@ def _rated(frames: Frames) -> pd.DataFrame:
 
 
 def pairwise_agreement(judgements: pd.DataFrame) -> np.ndarray:
+    return _pairwise_agreement(judgements)[0]
+
+
+def _pairwise_agreement(judgements: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Rows of (agreed, pairs) for every two raters of a task: the candidate pairs both ordered.
 
     A best choice orders the best against each other summary. Two raters who chose the same
@@ -69,26 +73,60 @@ def pairwise_agreement(judgements: pd.DataFrame) -> np.ndarray:
     both = j.merge(j, on="task_id", suffixes=("_a", "_b"))
     both = both[both.rater_a < both.rater_b]
     same = (both.best_a == both.best_b).to_numpy()
-    return np.column_stack([same.astype(float), np.where(same, both.n_shown_a - 1, 1).astype(float)])
+    rows = np.column_stack([same.astype(float), np.where(same, both.n_shown_a - 1, 1).astype(float)])
+    return rows, both.task_id.to_numpy()
 
 
-def overall(frames: Frames, rounds: int = 200) -> dict[str, Any]:
+class TaskBootstrap:
+    """The report's resampling plan: tasks are resampled, once for all statistics, so units
+    of one task (its summaries, its raters' pairs) move together and every interval comes from
+    the same resampled data."""
+
+    def __init__(self, frames: Frames, rounds: int, seed: int = 0) -> None:
+        self.tasks = np.unique(frames.judgements.task_id.to_numpy())
+        self.plan = Bootstrap.draw(len(self.tasks), rounds, seed)
+        shown = frames.shown[["judgement_id", "candidate_id"]].merge(frames.judgements[["judgement_id", "task_id"]])
+        self._candidate_task = shown.drop_duplicates("candidate_id").set_index("candidate_id").task_id
+
+    def of_tasks(self, task_ids: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.tasks, task_ids)
+
+    def of_candidates(self, candidate_ids: np.ndarray) -> np.ndarray:
+        return self.of_tasks(self._candidate_task.loc[candidate_ids].to_numpy())
+
+
+def overall(frames: Frames, rounds: int = 200, boot: TaskBootstrap | None = None) -> dict[str, Any]:
     best = reliability(frames.judgements, "task_id", "best_slot")
     rated = _rated(frames).drop_duplicates(["rater", "candidate_id"], keep="first")
-    best_counts = long_value_counts(*_long(frames.judgements.drop_duplicates(["rater", "task_id"]), "task_id", "best_slot"))
-    quality = long_value_counts(*_long(rated, "candidate_id", "quality"))
-    factual = long_value_counts(*_long(rated.assign(factual=rated.factual.astype(float)), "candidate_id", "factual"))
+    boot = boot or TaskBootstrap(frames, rounds)
+    best_units, best_counts = _counts(frames.judgements.drop_duplicates(["rater", "task_id"]), "task_id", "best_slot")
+    quality_units, quality = _counts(rated, "candidate_id", "quality")
+    factual_units, factual = _counts(rated.assign(factual=rated.factual.astype(float)), "candidate_id", "factual")
+    pairs, pair_tasks = _pairwise_agreement(frames.judgements)
+    quality_alpha = alpha_estimates(*quality, ("ordinal", "interval"), bootstrap=boot.plan,
+                                    clusters=boot.of_candidates(quality_units))
+    factual_clusters = boot.of_candidates(factual_units)
     return {
         "judgements": len(frames.judgements),
         "raters": int(frames.judgements.rater.nunique()),
-        "best_alpha_nominal": alpha_estimate(*best_counts, "nominal", rounds=rounds),
-        "pairwise_agreement": mean_estimate(pairwise_agreement(frames.judgements), rounds=rounds),
-        "quality_alpha_ordinal": alpha_estimate(*quality, "ordinal", rounds=rounds),
-        "quality_alpha_interval": alpha_estimate(*quality, "interval", rounds=rounds),
-        "factual_alpha_nominal": alpha_estimate(*factual, "nominal", rounds=rounds),
-        "factual_fleiss_kappa": fleiss_estimate(factual[0], rounds=rounds),
+        "best_alpha_nominal": alpha_estimates(*best_counts, ("nominal",), bootstrap=boot.plan,
+                                              clusters=boot.of_tasks(best_units))["nominal"],
+        "pairwise_agreement": mean_estimate(pairs, bootstrap=boot.plan, clusters=boot.of_tasks(pair_tasks)),
+        "quality_alpha_ordinal": quality_alpha["ordinal"],
+        "quality_alpha_interval": quality_alpha["interval"],
+        "factual_alpha_nominal": alpha_estimates(*factual, ("nominal",), bootstrap=boot.plan,
+                                                 clusters=factual_clusters)["nominal"],
+        "factual_fleiss_kappa": fleiss_estimate(factual[0], bootstrap=boot.plan, clusters=factual_clusters),
         "cohen_kappa_best": cohen_kappa_matrix(best.matrix, best.raters),
     }
+
+
+def _counts(values: pd.DataFrame, unit: str, value: str) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The units that two or more raters rated (sorted, as `long_value_counts` orders them),
+    and their units x values counts."""
+    units, values_ = _long(values, unit, value)
+    ids, n = np.unique(units, return_counts=True)
+    return ids[n >= 2], long_value_counts(units, values_)
 
 
 def _long(values: pd.DataFrame, unit: str, value: str) -> tuple[np.ndarray, np.ndarray]:
@@ -125,18 +163,29 @@ def _longer_wins(frames: Frames) -> pd.DataFrame:
 def position_bias(judgements: pd.DataFrame) -> tuple[list[float], float | None]:
     """Share of best votes per displayed position, and the p-value of a chi-square test against
     what a position-blind rater would give (1/n for each of the n summaries shown)."""
+    return position_bias_by(judgements.assign(_all=0), "_all").get(0, ([], None))
+
+
+def position_bias_by(judgements: pd.DataFrame, key: str) -> dict[Any, tuple[list[float], float | None]]:
+    """`position_bias` for every value of `key` (a rater) from one pass over the table."""
     data = judgements.dropna(subset=["best_position"])
     if data.empty:
-        return [], None
+        return {}
     positions = int(data.n_shown.max())
-    observed = np.bincount(data.best_position.astype(int), minlength=positions).astype(float)
-    expected = np.zeros(positions)
-    for n, count in data.n_shown.value_counts().items():
-        expected[:int(n)] += count / n
-    shares = (observed / observed.sum()).round(4).tolist()
-    keep = expected > 0
-    p = float(chisquare(observed[keep], expected[keep]).pvalue) if keep.sum() > 1 else None
-    return shares, p
+    groups, group = np.unique(data[key].to_numpy(), return_inverse=True)
+    observed = np.zeros((len(groups), positions))
+    np.add.at(observed, (group, data.best_position.astype(int).to_numpy()), 1)
+    # a position-blind rater shown n summaries puts 1/n of a vote on each of the first n
+    shown = data.n_shown.astype(int).to_numpy()
+    expected = np.zeros((len(groups), positions))
+    for n in np.unique(shown):
+        expected[:, :n] += (np.bincount(group[shown == n], minlength=len(groups)) / n)[:, None]
+    out = {}
+    for g, name in enumerate(groups):
+        keep = expected[g] > 0
+        p = float(chisquare(observed[g][keep], expected[g][keep]).pvalue) if keep.sum() > 1 else None
+        out[name] = ((observed[g] / observed[g].sum()).round(4).tolist(), p)
+    return out
 
 
 def per_rater(frames: Frames, thresholds: Thresholds = Thresholds()) -> list[dict[str, Any]]:
@@ -147,13 +196,14 @@ def per_rater(frames: Frames, thresholds: Thresholds = Thresholds()) -> list[dic
     # Group once: filtering the 300k-row tables per rater would scan them once per rater.
     longer_by = dict(tuple(longer.groupby("rater").longer_won))
     quality_by = dict(tuple(_rated(frames).dropna(subset=["quality"]).groupby("rater").quality))
+    bias = position_bias_by(j, "rater")
     skipped = frames.skips.rater.value_counts()
     empty = pd.Series(dtype=float)
     out = []
     for rater, mine in j.sort_values("created_at").groupby("rater"):
         agree = majority.reindex(mine.judgement_id).dropna()
         gold = mine.dropna(subset=["gold"])
-        shares, p = position_bias(mine)
+        shares, p = bias.get(rater, ([], None))
         lw = longer_by.get(rater, empty)
         q = quality_by.get(rater, empty)
         half = len(mine) // 2
@@ -235,11 +285,11 @@ def _pairwise(frames: Frames) -> pd.DataFrame:
     return pairs[pairs.source_loser != pairs.source_winner]
 
 
-def per_source(frames: Frames, rounds: int = 200, seed: int = 0) -> dict[str, Any]:
+def per_source(frames: Frames, rounds: int = 200, boot: TaskBootstrap | None = None) -> dict[str, Any]:
     """Win rates between model versions (and the human reference), Bradley-Terry strengths with
     bootstrap intervals, mean quality, factual rate and length, per round too."""
     pairs = _pairwise(frames)
-    sources = sorted(set(frames.shown.source.dropna()))
+    sources = sorted(frames.shown.source.dropna().unique())
     wins = pd.crosstab(pairs.source_winner, pairs.source_loser).reindex(index=sources, columns=sources, fill_value=0)
     games = wins + wins.T
     rate = (wins / games.replace(0, np.nan)).round(4)
@@ -247,7 +297,8 @@ def per_source(frames: Frames, rounds: int = 200, seed: int = 0) -> dict[str, An
     similar = pairs[(pairs.words_winner - pairs.words_loser).abs() <= 0.2 * pairs[["words_winner", "words_loser"]].max(axis=1)]
     rated = frames.ratings.merge(frames.shown[["judgement_id", "candidate_id", "source"]], on=["judgement_id", "candidate_id"])
     strengths = bradley_terry(wins) if len(sources) > 1 else pd.Series(0.0, index=sources)
-    intervals = _bt_intervals(pairs, sources, rounds, seed)
+    intervals = _bt_intervals(pairs, sources, boot or TaskBootstrap(frames, rounds),
+                              frames.judgements.set_index("judgement_id").task_id)
     table = []
     for s in sources:
         won = int(wins.loc[s].sum()) if len(sources) > 1 else 0
@@ -272,8 +323,9 @@ def per_source(frames: Frames, rounds: int = 200, seed: int = 0) -> dict[str, An
     return {"sources": table, "win_rate_matrix": _nested(rate), "wins_matrix": _nested(wins), "by_round": by_round}
 
 
-def _bt_intervals(pairs: pd.DataFrame, sources: list[str], rounds: int, seed: int) -> dict[str, tuple[Any, Any]]:
-    """Percentile intervals of the strengths, resampling judgements (with all their pairs)."""
+def _bt_intervals(pairs: pd.DataFrame, sources: list[str], boot: TaskBootstrap,
+                  task_of: pd.Series) -> dict[str, tuple[Any, Any]]:
+    """Percentile intervals of the strengths, resampling tasks (with all their judgements)."""
     if len(sources) < 2 or pairs.empty:
         return {s: (None, None) for s in sources}
     def codes(column: pd.Series) -> np.ndarray:
@@ -283,9 +335,9 @@ def _bt_intervals(pairs: pd.DataFrame, sources: list[str], rounds: int, seed: in
     judgement_ids, row_judgement = np.unique(pairs.judgement_id.to_numpy(), return_inverse=True)
     cells = len(sources) ** 2
     per_judgement = np.bincount(row_judgement * cells + cell, minlength=len(judgement_ids) * cells)
-    per_judgement = per_judgement.reshape(len(judgement_ids), cells).astype(np.float32)
-    wins = resample_weights(len(judgement_ids), rounds, seed) @ per_judgement
-    strengths = bradley_terry_strengths(wins.reshape(rounds, len(sources), len(sources)), iterations=100)
+    per_judgement = per_judgement.reshape(len(judgement_ids), cells)
+    wins = boot.plan.totals(per_judgement, boot.of_tasks(task_of.loc[judgement_ids].to_numpy()))
+    strengths = bradley_terry_strengths(wins.reshape(boot.plan.rounds, len(sources), len(sources)), iterations=100)
     low, high = np.percentile(strengths, [2.5, 97.5], axis=0)
     return {s: (float(low[i]), float(high[i])) for i, s in enumerate(sources)}
 
@@ -316,5 +368,6 @@ class Report:
 
 def build_report(frames: Frames, *, thresholds: Thresholds = Thresholds(), rounds: int = 200,
                  filters: dict[str, Any] | None = None) -> Report:
-    return Report(overall(frames, rounds), per_rater(frames, thresholds), per_source(frames, rounds),
+    boot = TaskBootstrap(frames, rounds)
+    return Report(overall(frames, rounds, boot), per_rater(frames, thresholds), per_source(frames, rounds, boot),
                   filters or {})
