@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from annotate.agreement import (
+    Bootstrap,
+    alpha_estimates,
     alpha_estimate,
     alpha_from_coincidences,
     cohen_kappa_matrix,
@@ -99,6 +101,29 @@ def test_intervals_bracket_the_value_and_narrow_with_data() -> None:
     kappa = fleiss_estimate(value_counts(yes_no)[0])
     assert kappa.value == pytest.approx(fleiss_kappa(yes_no))
     assert kappa.low <= kappa.value <= kappa.high
+
+
+def test_cluster_bootstrap_moves_a_clusters_units_together() -> None:
+    # units 0 and 1 form cluster 0, unit 2 is cluster 1: a resample's total is
+    # w0 * (row0 + row1) + w1 * row2, worked out here by hand for two resamples.
+    plan = Bootstrap(np.array([[1.0, 0.0], [2.0, 1.0]], dtype=np.float32))
+    rows = np.array([[1.0, 10.0], [2.0, 20.0], [4.0, 40.0]])
+    assert plan.totals(rows, np.array([0, 0, 1])).tolist() == [[3.0, 30.0], [10.0, 100.0]]
+    assert plan.totals(rows[:2]).tolist() == [[1.0, 10.0], [4.0, 40.0]]
+
+
+def test_levels_share_one_resample_and_match_single_estimates() -> None:
+    counts, values = value_counts(KRIPPENDORFF_2011)
+    both = alpha_estimates(counts, values, ("ordinal", "interval"), rounds=100, seed=3)
+    for level in ("ordinal", "interval"):
+        single = alpha_estimate(counts, values, level, rounds=100, seed=3)
+        assert both[level] == single
+        assert both[level].value == pytest.approx(krippendorff_alpha(KRIPPENDORFF_2011, level))
+    # clustering the 11 pairable units into 4 groups keeps the value and changes the interval
+    grouped = alpha_estimates(counts, values, ("interval",), bootstrap=Bootstrap.draw(4, 100, 3),
+                              clusters=np.arange(11) // 3)["interval"]
+    assert grouped.value == both["interval"].value
+    assert (grouped.low, grouped.high) != (both["interval"].low, both["interval"].high)
 
 
 def test_quality_alpha_from_the_database_equals_alpha_from_the_file(env, ctx) -> None:  # type: ignore[no-untyped-def]
