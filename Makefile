@@ -31,5 +31,11 @@ demo: setup models
 	$(BIN)/calibra demo seed
 
 bench: setup models
+	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/annotate_load.py
+	$(BIN)/python bench/dashboard.py
+	$(BIN)/python bench/reward_tldr.py --model reward
+	$(BIN)/python bench/reward_tldr.py --model ranker --out $(CALIBRA_HOME)/bench/ranker-tldr
+	$(BIN)/python bench/slic_step.py
+	$(BIN)/python bench/slic_tldr.py --ranker $(CALIBRA_HOME)/bench/ranker-tldr

@@ -24,9 +24,17 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from annotate.errors import InvalidInput
+from annotate.importing import TLDR_PREFIX, TLDR_PROMPT
+from annotate.readers import read_records
 from annotate.judgement_frames import Filters, Frames, load_frames
 from annotate.report import Thresholds, flagged, per_rater
 from db.models import Candidate, ComparisonTask, Document
+
+# What the training side reads from here (it imports nothing else of `annotate`): the pairs,
+# the post layout, and the file reader with its errors for files of pairs.
+__all__ = ["ExportConfig", "InvalidInput", "bare_summary", "canonical_prompt", "format_post", "judgements_table",
+           "preference_pairs", "read_records", "split_prompt"]
 
 MARGINS = {"small": {"significantly": 1.0, "better": 2 / 3, "slightly": 1 / 3, "negligibly": 0.0},
            "large": {"significantly": 3.0, "better": 2.0, "slightly": 1.0, "negligibly": 0.0}}
@@ -61,6 +69,33 @@ def format_post(subreddit: str | None, title: str | None, text: str) -> str:
     parts = [f"SUBREDDIT: r/{subreddit}" if subreddit else None, f"TITLE: {title}" if title else None,
              f"POST: {text}"]
     return "\n".join(p for p in parts if p)
+
+
+def _prompt_parts(prompt: str) -> tuple[str, str | None, str | None] | None:
+    match = TLDR_PROMPT.match(prompt)
+    if not match:
+        return None
+    return match["post"].strip(), (match["title"] or "").strip() or None, match["sub"]
+
+
+def split_prompt(prompt: str) -> tuple[str, str | None, str | None]:
+    """(post, title, subreddit) of a prompt in the TL;DR layout ("SUBREDDIT: … TITLE: …
+    POST: …", on one line or several, as `format_post` writes it or the TL;DR files do); a
+    prompt in another layout is all post."""
+    return _prompt_parts(prompt) or (prompt, None, None)
+
+
+def canonical_prompt(prompt: str) -> str:
+    """A TL;DR-layout prompt rewritten as `format_post` writes it, so a judge trained on a
+    TL;DR file reads posts the way the app presents its own; other prompts are kept."""
+    parts = _prompt_parts(prompt)
+    return format_post(parts[2], parts[1], parts[0]) if parts else prompt
+
+
+def bare_summary(text: str) -> str:
+    """A summary without the "TL;DR:" prefix the TL;DR files give every summary (the app
+    stores summaries bare)."""
+    return TLDR_PREFIX.sub("", text).strip()
 
 
 def _record_gap(v: PairVotes, quality: dict[tuple[int, int], float], judgement_id: int, a: int, b: int) -> None:

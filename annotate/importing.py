@@ -40,9 +40,9 @@ from db.models import (
 LAYOUTS = ("auto", "documents", "pairs", "comparisons", "ratings")
 AXES = ("overall", "accuracy", "coverage", "coherence")  # 1-7 scales; overall is the quality
 PAIRS_RATER = "import:unattributed"  # pairs files carry no rater ids
-_PROMPT = re.compile(r"^\s*(?:SUBREDDIT:\s*(?:r/)?(?P<sub>\S+)\s+)?(?:TITLE:\s*(?P<title>.*?)\s+)?"
+TLDR_PROMPT = re.compile(r"^\s*(?:SUBREDDIT:\s*(?:r/)?(?P<sub>\S+)\s+)?(?:TITLE:\s*(?P<title>.*?)\s+)?"
                      r"POST:\s*(?P<post>.*)$", re.S)
-_TLDR = re.compile(r"^\s*TL;DR:\s*", re.I)
+TLDR_PREFIX = re.compile(r"^\s*TL;DR:\s*", re.I)
 
 
 @dataclass(frozen=True)
@@ -206,7 +206,7 @@ def _parse_document(record: Record, file: str, fields: FieldMap, max_chars: int)
 
 
 def _summary(record: Record, file: str, name: str) -> str:
-    text = _TLDR.sub("", _text(record, file, name, required=True) or "").strip()
+    text = TLDR_PREFIX.sub("", _text(record, file, name, required=True) or "").strip()
     if not text:
         raise InvalidInput("is empty after its 'TL;DR:' prefix", file=file, line=record.line, field=name)
     return text
@@ -214,7 +214,7 @@ def _summary(record: Record, file: str, name: str) -> str:
 
 def _parse_pair(record: Record, file: str, fields: FieldMap, max_chars: int) -> _Judged:
     prompt = _text(record, file, "prompt", required=True, max_chars=max_chars) or ""
-    match = _PROMPT.match(prompt)
+    match = TLDR_PROMPT.match(prompt)
     doc = (DocFields(text=match["post"].strip(), title=(match["title"] or "").strip() or None, subreddit=match["sub"])
            if match else DocFields(text=prompt))
     if not doc.text:

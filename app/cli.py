@@ -3,20 +3,17 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from tqdm import tqdm
 
-from annotate.errors import InvalidInput
-from app.config import ConfigError, load_settings
+from app import judges_cli
+from app.slic_cli import slic_cli
+from app.cli_support import CliError, print_payload, reports_errors
+from app.config import load_settings
 from app.context import Context, open_context
-from training.errors import FetchError, ModelLoadError
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 cli = typer.Typer(help="Calibra: collect human preferences on model outputs and train on them.",
                   no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False)
@@ -36,31 +33,6 @@ cli.add_typer(export_cli, name="export")
 DEMO_POSTS = Path(__file__).parent / "demo" / "posts.jsonl"
 
 
-class CliError(Exception):
-    pass
-
-
-def reports_errors(fn: F) -> F:
-    """Turn expected failures into one clear line on stderr and exit status 2."""
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (InvalidInput, ConfigError, ModelLoadError, FetchError, CliError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-    return wrapper  # type: ignore[return-value]
-
-
-def _print(payload: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(payload, indent=2, default=str))
-    else:
-        width = max(len(k) for k in payload)
-        for key, value in payload.items():
-            typer.echo(f"{key:<{width}}  {value}")
-
-
 @cli.command()
 @reports_errors
 def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
@@ -72,7 +44,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readabl
 
     ctx = open_context()
     with ctx.transaction() as db:
-        _print(counts(db), as_json)
+        print_payload(counts(db), as_json)
 
 
 @models_cli.command("fetch")
@@ -166,7 +138,7 @@ def import_documents(
                                     split=record_split, max_chars=settings.max_document_chars)
         for key, value in report.as_dict().items():
             totals[key] = value if isinstance(value, str) else totals.get(key, 0) + value
-    _print(totals, as_json)
+    print_payload(totals, as_json)
 
 
 @cli.command()
@@ -430,7 +402,7 @@ def tasks_create(
     with ctx.transaction() as db:
         created = create_tasks(db, spec, source=source, limit=limit)
         sizes = [len(t.slots) for t in created]
-    _print({"tasks_created": len(created), "candidates_in_tasks": sum(sizes)}, as_json)
+    print_payload({"tasks_created": len(created), "candidates_in_tasks": sum(sizes)}, as_json)
 
 
 @tasks_cli.command("gold")
@@ -551,6 +523,10 @@ def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "127
     ctx = open_context()
     typer.echo(f"Calibra is running at http://{host}:{port}/")
     launch(ctx, host, port)
+
+
+judges_cli.register(cli)
+cli.add_typer(slic_cli, name="slic")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from db.models import (
     Candidate,
     CandidateOrigin,
     CandidateRating,
+    CandidateScore,
     ComparisonTask,
     Document,
     Judgement,
@@ -23,7 +24,7 @@ from db.models import (
 )
 
 __all__ = [
-    "Assignment", "AssignmentStatus", "Base", "Candidate", "CandidateOrigin", "CandidateRating",
+    "Assignment", "AssignmentStatus", "Base", "Candidate", "CandidateOrigin", "CandidateRating", "CandidateScore",
     "ComparisonTask", "Document", "Judgement", "ModelKind", "ModelStatus", "ModelVersion",
     "Rater", "Role", "RunStatus", "Strength", "TaskCandidate", "TrainingRun",
     "make_engine", "session_factory", "transaction", "upgrade",

@@ -307,3 +307,18 @@ class TrainingRun(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+
+
+class CandidateScore(Base):
+    """A judge's verdict on a candidate: a reward model's score, or a ranking model's
+    tournament result (score = wins, rank 1 = the tournament's winner)."""
+
+    __tablename__ = "candidate_score"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidate.id", ondelete="CASCADE"))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_version.id", ondelete="CASCADE"))
+    score: Mapped[float]
+    rank: Mapped[int | None]  # 1 = best among the document's scored candidates
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("candidate_id", "model_version_id"),)

@@ -137,3 +137,19 @@ def default_policy() -> Path:
     if not path.exists():
         pytest.fail(f"default policy missing at {path}: run `calibra models fetch` (make setup does)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised two-layer BERT with the default encoder's WordPiece tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(models_dir() / "all-minilm-l6-v2")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, max_position_embeddings=512)
+    out = tmp_path_factory.mktemp("tiny-encoder")
+    BertModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,230 @@
+"""Reward model and pairwise ranking model: loss, inputs, ranking, splits, training, storage."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from annotate.errors import InvalidInput
+from training.artifacts import atomic_dir
+from training.judge_inputs import JudgeCollator
+from training.judge_config import JudgeConfig
+from training.judges import load_judge, train_judge
+from training.preference_data import PreferencePair, read_pairs, split_by_document, split_newest_round
+from training.ranker_model import PairwiseRanker, pair_text
+from training.ranking import rank_by_scores, tournament
+from training.reward_model import RewardScorer, group_batches, preference_loss
+
+from tests.conftest import TLDR
+
+
+def test_preference_loss_by_hand() -> None:
+    chosen, rejected = torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0])
+    # -log σ(1) = log(1 + e^-1) = 0.313262, -log σ(-1) = log(1 + e) = 1.313262
+    assert preference_loss(chosen, rejected).item() == pytest.approx((0.313262 + 1.313262) / 2, abs=1e-5)
+    # a margin of 0.5 on the first pair: -log σ(0.5) = 0.474077
+    margin = torch.tensor([0.5, 0.0])
+    assert preference_loss(chosen, rejected, margin).item() == pytest.approx((0.474077 + 1.313262) / 2, abs=1e-5)
+    weight = torch.tensor([1.0, 3.0])
+    assert preference_loss(chosen, rejected, weight=weight).item() == pytest.approx(
+        (0.313262 + 3 * 1.313262) / 4, abs=1e-5)
+
+
+def _pairs(docs: int, per_doc: int = 3, rounds: int = 1) -> list[PreferencePair]:
+    return [PreferencePair(f"post {d}", f"good summary {d}.{k}", f"bad summary {d}.{k}", round=d % rounds)
+            for d in range(docs) for k in range(per_doc)]
+
+
+def test_split_by_document_never_puts_a_post_on_both_sides() -> None:
+    train, test = split_by_document(_pairs(50), 0.2, seed=3)
+    assert {p.prompt for p in train}.isdisjoint({p.prompt for p in test})
+    assert len({p.prompt for p in test}) == 10 and len(train) + len(test) == 150
+    # a post of the newest round that also appears in an older one moves to the test side whole
+    pairs = _pairs(6, rounds=2) + [PreferencePair("post 1", "older a", "older b", round=0)]
+    train, test = split_newest_round(pairs)
+    assert {p.prompt for p in test} == {"post 1", "post 3", "post 5"}
+    assert all(p.prompt not in {"post 1", "post 3", "post 5"} for p in train)
+    with pytest.raises(ValueError, match="two or more rounds"):
+        split_newest_round(_pairs(4))
+
+
+def test_bad_pair_files_name_line_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n"
+                    + json.dumps({"prompt": "p", "chosen": "a", "margin": "big"}) + "\n")
+    with pytest.raises(InvalidInput) as err:
+        read_pairs(path)
+    assert (err.value.line, err.value.field) == (2, "rejected")
+    path.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b", "margin": "big"}) + "\n")
+    with pytest.raises(InvalidInput, match=r"pairs.jsonl:1: field 'margin': expected a number"):
+        read_pairs(path)
+
+
+@pytest.mark.parametrize("m", [1, 2, 5, 8])
+def test_tournament_takes_m_minus_1_games_and_finds_the_strongest(m: int) -> None:
+    strength = [((i * 7) % m) / m for i in range(m)]  # a permutation, so one strongest
+    calls = []
+
+    def prefer(games):  # type: ignore[no-untyped-def]
+        calls.append(list(games))
+        return [1 / (1 + math.exp(strength[b] - strength[a])) for a, b in games]
+
+    result = tournament(m, prefer)
+    assert len(result.pairs) == m - 1
+    assert result.best == max(range(m), key=strength.__getitem__)
+    assert all(strength[p.better] > strength[p.worse] and p.confidence > 0.5 for p in result.pairs)
+    # every candidate but the winner loses exactly once; rounds are batched
+    assert sorted(p.worse for p in result.pairs) == sorted(set(range(m)) - {result.best})
+    assert len(calls) == math.ceil(math.log2(m)) if m > 1 else not calls
+    if m == 5:  # the odd one out plays in a later round: c1-c2, c3-c4, then the winners and c5
+        assert calls[0] == [(0, 1), (2, 3)]
+
+
+def test_rank_by_scores_pairs_the_best_with_the_rest() -> None:
+    result = rank_by_scores([0.1, 2.0, -1.0])
+    assert result.best == 1
+    assert [(p.better, p.worse) for p in result.pairs] == [(1, 0), (1, 2)]
+    assert result.pairs[0].confidence == pytest.approx(1 / (1 + math.exp(0.1 - 2.0)))
+
+
+def test_inputs_keep_the_summary_whole(tiny_encoder: Path, tiny_lm: Path) -> None:
+    from training.loading import load_tokenizer
+
+    post, summary = "word " * 800, "the summary that must survive intact"
+    enc = load_tokenizer(tiny_encoder, padding_side="right")
+    batch = JudgeCollator(enc, max_length=64, encoder=True)([post, "short post"], [summary, summary])
+    ids = batch["input_ids"][0].tolist()
+    want = enc(summary, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 64 and ids[1:1 + len(want)] == want and ids[1 + len(want)] == enc.sep_token_id
+    assert batch["token_type_ids"][0, len(want) + 2].item() == 1  # the post is the second segment
+    assert batch["attention_mask"][1].sum() < 64  # the short one is padded, not stretched
+    dec = load_tokenizer(tiny_lm, padding_side="right")
+    batch = JudgeCollator(dec, max_length=64, encoder=False)([post], [summary])
+    want = dec(summary, add_special_tokens=False)["input_ids"]
+    assert batch["input_ids"].shape[1] == 64 and batch["input_ids"][0, -len(want):].tolist() == want
+
+
+def test_ranker_is_symmetric_by_construction(tiny_encoder: Path) -> None:
+    torch.manual_seed(1)
+    ranker = PairwiseRanker.load(tiny_encoder, JudgeConfig(max_length=64))
+    doc, a, b = "a post about a dog", "the dog ran away", "a cat sat on a mat all day"
+    p_ab, p_ba = ranker.prefer([(doc, a, b), (doc, b, a)])
+    assert p_ab + p_ba == pytest.approx(1.0, abs=1e-6)
+    with torch.no_grad():
+        raw = torch.sigmoid(ranker.head([doc, doc], [pair_text(a, b), pair_text(b, a)]))
+    assert abs(float(raw.sum()) - 1.0) > 1e-4  # one order alone is not symmetric
+
+
+def _synthetic(n: int) -> list[PreferencePair]:
+    """A preference a model can learn: the chosen summary calls the post accurate."""
+    topics = ["a dog", "my landlord", "a job offer", "the wedding", "my sister", "a used car", "the exam", "rent"]
+    return [PreferencePair(f"POST: a story about {topics[i % 8]} number {i}",
+                           f"accurate helpful summary of {topics[i % 8]}", f"wrong misleading summary of {topics[i % 8]}",
+                           document=str(i)) for i in range(n)]
+
+
+@pytest.mark.parametrize("kind", ["reward", "ranker"])
+def test_a_judge_learns_a_learnable_preference(kind: str, tiny_encoder: Path, tmp_path: Path) -> None:
+    train, test = split_by_document(_synthetic(64), 0.25, seed=0)
+    cfg = JudgeConfig(backbone=str(tiny_encoder), max_length=48, learning_rate=2e-3, epochs=4, batch_texts=8,
+                      warmup_ratio=0.0)
+    result = train_judge(kind, train, test, cfg, out=tmp_path / kind, progress=False)
+    assert result.metrics["test"]["accuracy"] >= 0.9
+    saved = json.loads((tmp_path / kind / "judge.json").read_text())
+    assert saved["kind"] == kind and saved["data_snapshot"]["pairs"] == len(train)
+    again = load_judge(kind, tmp_path / kind)
+    from training.judges import evaluate_judge
+
+    assert evaluate_judge(again, test)["accuracy"] == result.metrics["test"]["accuracy"]
+    assert [p.name for p in tmp_path.iterdir()] == [kind]  # no temporary or checkpoint folders left
+    with pytest.raises(ValueError, match=f"is a {kind} model"):
+        load_judge("ranker" if kind == "reward" else "reward", tmp_path / kind)
+
+
+def test_reward_batches_score_each_distinct_summary_once() -> None:
+    pairs = [PreferencePair("p1", "a", "b"), PreferencePair("p1", "a", "c"), PreferencePair("p1", "b", "c"),
+             PreferencePair("p2", "a", "b")]
+    batches = group_batches(pairs, batch_texts=16, seed=0)
+    assert len(batches) == 1 and len(batches[0].texts) == 5  # p1: a, b, c; p2: a, b
+    b = batches[0]
+    chosen = [(b.documents[i], b.texts[i]) for i in b.chosen.tolist()]
+    rejected = [(b.documents[i], b.texts[i]) for i in b.rejected.tolist()]
+    assert sorted(zip(chosen, rejected)) == sorted(((p.prompt, p.chosen), (p.prompt, p.rejected)) for p in pairs)
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tiny_encoder: Path, tmp_path: Path) -> None:
+    train = _synthetic(24)
+    cfg = JudgeConfig(backbone=str(tiny_encoder), max_length=48, learning_rate=1e-3, epochs=2, batch_texts=8,
+                      checkpoint_every=1)
+    whole = train_judge("reward", train, [], cfg, out=tmp_path / "a" / "rm", progress=False)
+    stopped = train_judge("reward", train, [], cfg, out=tmp_path / "b" / "rm", progress=False, stop_after=3)
+    assert stopped.metrics.get("interrupted") and stopped.path is None
+    assert not (tmp_path / "b" / "rm").exists() and any((tmp_path / "b").glob(".checkpoint-reward-*"))
+    resumed = train_judge("reward", train, [], cfg, out=tmp_path / "b" / "rm", progress=False)
+    for (name, x), (_, y) in zip(whole.judge.model.state_dict().items(), resumed.judge.model.state_dict().items(),
+                                 strict=True):
+        assert torch.allclose(x, y, atol=1e-6), name
+    assert not any((tmp_path / "b").glob(".checkpoint-reward-*"))
+
+
+def test_artifacts_are_replaced_whole_or_not_at_all(tmp_path: Path) -> None:
+    dest = tmp_path / "model"
+    with atomic_dir(dest) as tmp:
+        (tmp / "weights").write_text("v1")
+    with pytest.raises(RuntimeError), atomic_dir(dest) as tmp:
+        (tmp / "weights").write_text("half of v2")
+        raise RuntimeError("disk full")
+    assert (dest / "weights").read_text() == "v1"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_lora_reward_model_on_a_causal_backbone_trains_only_adapters_and_head(tiny_lm: Path) -> None:
+    scorer = RewardScorer.load(tiny_lm, JudgeConfig(lora_r=4, max_length=64))
+    trainable = {n for n, p in scorer.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "score" in n for n in trainable)
+    assert any("score" in n for n in trainable)
+    batch = group_batches(_synthetic(4), batch_texts=8, seed=0)[0]
+    out = scorer.batch_loss(batch, JudgeConfig())
+    out.loss.backward()
+    assert out.examples == 4 and math.isfinite(out.loss.item())
+
+
+@pytest.mark.slow
+def test_judges_train_from_the_apps_own_preferences(env, ctx, tiny_encoder: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Real TL;DR comparisons imported → exported → both judges trained → candidates scored."""
+    from sqlalchemy import func, select
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+    from db.models import CandidateScore, Judgement, ModelVersion
+
+    run = CliRunner().invoke
+    assert run(cli, ["import", "documents", str(TLDR / "comparisons_axis_valid.jsonl")]).exit_code == 0
+    common = ["--backbone", str(tiny_encoder), "--max-length", "96", "--epochs", "1", "--json"]
+    for kind in ("reward", "ranker"):
+        result = run(cli, ["train", kind, "--name", f"{kind}-test", *common])
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.stdout)
+        assert out["train_pairs"] > 300 and out["test_pairs"] > 50 and 0 <= out["accuracy"] <= 1
+        scored = run(cli, ["score", "--model", f"{kind}-test", "--limit", "20", "--json"])
+        assert scored.exit_code == 0, scored.output
+    with ctx.transaction() as db:
+        versions = {v.name: v for v in db.scalars(select(ModelVersion))}
+        rm, rk = versions["reward-test"], versions["ranker-test"]
+        judged = db.scalar(select(func.count(Judgement.id)))
+        assert judged > 700 and rm.data_snapshot["judgements"] == judged and rm.data_snapshot["split"] == "document"
+        assert rm.metrics["test"]["pairs"] > 50 and Path(rm.artifact_path, "judge.json").exists()
+        for version in (rm, rk):
+            ranks = db.execute(select(CandidateScore.rank, func.count()).where(
+                CandidateScore.model_version_id == version.id).group_by(CandidateScore.rank)).all()
+            assert dict(ranks)[1] == 20  # one best per document
+    pairs = tmp_path / "pairs.jsonl"
+    assert run(cli, ["export", "preferences", "--out", str(pairs)]).exit_code == 0
+    evaluated = run(cli, ["eval", "ranker", "--model", "ranker-test", "--data", str(pairs), "--limit", "40", "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["pairs"] == 40
+    bad = run(cli, ["eval", "reward", "--model", "ranker-test", "--data", str(pairs)])
+    assert bad.exit_code != 0

@@ -1,0 +1,149 @@
+"""SLiC-HF: the loss by hand, log-probs against the plain computation, LoRA-only gradients,
+resume, and a whole round on tiny models."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.loading import load_causal_lm, load_tokenizer
+from training.slic_collator import SlicCollator, SlicExample
+from training.slic_config import SlicConfig
+from training.slic_data import RankedDocument, RoundDocument, direct_documents, read_round, slic_examples
+from training.slic_loss import continuation_logprobs, full_sequence_logprobs, slic_loss
+from training.slic_trainer import add_policy_lora, slic_step, train_slic
+
+
+def test_slic_loss_by_hand() -> None:
+    pos, neg, ref = torch.tensor([-2.0, -5.0]), torch.tensor([-4.0, -3.0]), torch.tensor([-1.0, -2.0])
+    # first pair: 1 - (-2) + (-4) = -1 -> hinge inactive (0); second: 1 + 5 - 3 = 3 -> active
+    loss, calibration = slic_loss(pos, neg, ref, SlicConfig(delta=1.0, reg_weight=0.0))
+    assert (loss.item(), calibration.item()) == (1.5, 1.5)
+    # λ = 0.5 adds -0.5 * log P(y_ref): (0 + 0.5) and (3 + 1.0), mean 2.25
+    loss, _ = slic_loss(pos, neg, ref, SlicConfig(delta=1.0, reg_weight=0.5))
+    assert loss.item() == pytest.approx(2.25)
+    with pytest.raises(ValueError):
+        SlicConfig(delta=0)
+
+
+EXAMPLES = [SlicExample("<|im_start|>user\nA short post about a cat.<|im_end|>\n<|im_start|>assistant\n",
+                        "a cat", "a dog sat on the mat", "the cat post"),
+            SlicExample("<|im_start|>user\nA much longer post about my landlord who would not fix the heating "
+                        "all winter.<|im_end|>\n<|im_start|>assistant\n", "landlord won't fix heat", "winter", "cold flat")]
+
+
+def _naive(model, tokenizer, prompt: str, target: str) -> float:  # type: ignore[no-untyped-def]
+    """Score one sequence the textbook way: full log-softmax, prompt positions skipped."""
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    t = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    logits = model(input_ids=torch.tensor([p + t])).logits[0]
+    logps = torch.log_softmax(logits.float(), -1)
+    return float(sum(logps[len(p) - 1 + i, tok] for i, tok in enumerate(t)))
+
+
+def test_shared_prefix_log_probs_equal_the_plain_computation(tiny_lm: Path) -> None:
+    tok, model = load_tokenizer(tiny_lm), load_causal_lm(tiny_lm, device="cpu")
+    batch = SlicCollator(tok)(EXAMPLES)
+    args = (batch.prompt_ids, batch.prompt_mask, batch.targets, batch.target_mask)
+    with torch.no_grad():
+        shared = continuation_logprobs(model, *args, chunk=3)
+        full = full_sequence_logprobs(model, *args, chunk=1000)
+        naive = [_naive(model, tok, e.prompt, t) for e in EXAMPLES for t in (e.positive, e.negative, e.reference)]
+    assert shared.tolist() == pytest.approx(naive, abs=1e-4)
+    assert full.tolist() == pytest.approx(naive, abs=1e-4)
+    # only summary tokens count: normalising divides by each target's own token count
+    with torch.no_grad():
+        mean = continuation_logprobs(model, *args, normalize=True)
+    assert (mean * batch.target_mask.sum(1)).tolist() == pytest.approx(shared.tolist(), abs=1e-4)
+
+
+def test_gradients_reach_only_the_lora_weights(tiny_lm: Path) -> None:
+    cfg = SlicConfig(lora_r=4)
+    tok = load_tokenizer(tiny_lm)
+    model = add_policy_lora(load_causal_lm(tiny_lm, device="cpu"), cfg)
+    model.train()
+    out = slic_step(model, SlicCollator(tok)(EXAMPLES), cfg)
+    out.loss.backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grad and all("lora_" in n for n in with_grad)
+    assert any("lora_B" in n for n in with_grad)  # B starts at zero, so A's gradient is zero at first
+    frozen = [p for n, p in model.named_parameters() if "lora_" not in n]
+    assert all(not p.requires_grad and p.grad is None for p in frozen)
+    assert 0 <= out.stats["pair_acc"] <= 1
+
+
+def _records() -> list[RankedDocument]:
+    doc = RoundDocument("d1", "My cat keeps knocking cups off the table.", "Cat", "pets", reference="cat breaks cups")
+    return [RankedDocument(doc, ["cat knocks cups over", "a cat", "pets are fun"], best=0,
+                           pairs=[(0, 1, 0.9), (2, 1, 0.6), (0, 2, 0.7)], judge="ranker:x")]
+
+
+def test_round_records_give_one_example_per_ranked_pair(tiny_lm: Path) -> None:
+    tok = load_tokenizer(tiny_lm)
+    examples = slic_examples(_records(), tok, "chat", "reference", 512)
+    assert [(e.positive, e.negative) for e in examples] == [
+        ("cat knocks cups over", "a cat"), ("pets are fun", "a cat"), ("cat knocks cups over", "pets are fun")]
+    assert {e.reference for e in examples} == {"cat breaks cups"}
+    assert "My cat keeps knocking cups" in examples[0].prompt
+    best = slic_examples(_records(), tok, "chat", "best_decode", 512)
+    assert {e.reference for e in best} == {"cat knocks cups over"}
+    from training.preference_data import PreferencePair
+
+    direct = direct_documents([PreferencePair("SUBREDDIT: r/pets\nTITLE: Cat\nPOST: text", "a", "b"),
+                               PreferencePair("SUBREDDIT: r/pets\nTITLE: Cat\nPOST: text", "a", "c")])
+    assert len(direct) == 1 and direct[0].candidates[direct[0].best] == "a"
+    assert direct[0].document.subreddit == "pets" and direct[0].document.text == "text"
+
+
+def test_training_resumes_after_an_interruption(tiny_lm: Path, tmp_path: Path) -> None:
+    tok = load_tokenizer(tiny_lm)
+    examples = slic_examples(_records() * 4, tok, "chat", "reference", 512)
+    cfg = SlicConfig(lora_r=4, batch_size=2, checkpoint_every=1, learning_rate=1e-3, epochs=2)
+    whole = train_slic(tiny_lm, examples, cfg, out=tmp_path / "a" / "adapter", device="cpu", progress=False)
+    stopped = train_slic(tiny_lm, examples, cfg, out=tmp_path / "b" / "adapter", device="cpu", progress=False,
+                         stop_after=2)
+    assert stopped.metrics["interrupted"] and not (tmp_path / "b" / "adapter").exists()
+    resumed = train_slic(tiny_lm, examples, cfg, out=tmp_path / "b" / "adapter", device="cpu", progress=False)
+    a = {n: p for n, p in whole.model.named_parameters() if "lora_" in n}
+    b = {n: p for n, p in resumed.model.named_parameters() if "lora_" in n}
+    assert a.keys() == b.keys() and all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)
+    assert any(not torch.equal(p, torch.zeros_like(p)) for n, p in a.items() if "lora_B" in n)  # it learned
+    saved = json.loads((tmp_path / "b" / "adapter" / "slic.json").read_text())
+    assert saved["config"]["delta"] == 1.0 and saved["metrics"]["examples"] == len(examples)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["adapter"]
+
+
+def test_a_round_end_to_end_on_tiny_models(tiny_lm: Path, tiny_encoder: Path, tmp_path: Path) -> None:
+    from training.generation import SamplingConfig
+    from training.slic_round import Policy, RoundFiles, run_evaluation, run_sample_rank, run_train
+    from training.slic_trainer import merge_adapter
+
+    docs = [RoundDocument(str(i), f"Post number {i}: my neighbour's dog barks all night and I cannot sleep.",
+                          f"Dog {i}", "advice", reference=f"dog barks at night {i}") for i in range(4)]
+    files = RoundFiles(tmp_path / "round")
+    sampling = SamplingConfig(per_doc=4, max_new_tokens=12, seed=0, batch_docs=2)
+    base = Policy(str(tiny_lm))
+    records = run_sample_rank(base, docs, "ranker", str(tiny_encoder), files, sampling=sampling, progress=False)
+    assert records and all(len(r.pairs) == len(r.candidates) - 1 for r in records)  # a tournament each
+    again = run_sample_rank(base, docs, "ranker", str(tiny_encoder), files, sampling=sampling, progress=False)
+    assert len(read_round(files.data)) == len(records) and [r.candidates for r in again] == [r.candidates for r in records]
+    cfg = SlicConfig(lora_r=4, batch_size=2, learning_rate=1e-3, max_target_tokens=16)
+    trained = run_train(base, records, cfg, files, progress=False)
+    assert (files.adapter / "adapter_config.json").exists() and trained.metrics["pairs"] > 0
+    result = run_evaluation(Policy(base.base, str(files.adapter)), base, docs,
+                            {"ranker": ("ranker", str(tiny_encoder)), "reward": ("reward", str(tiny_encoder))},
+                            files, sampling=sampling, cfg=cfg, progress=False)
+    for judge in ("ranker", "reward"):
+        stats = result["judged_by"][judge]["new_vs_previous"]
+        assert stats["pairs"] == 4 and 0 <= stats["win_rate"] <= 1
+        assert "new_vs_reference" in result["judged_by"][judge]
+    assert set(result["reference_logprob"]) == {"new", "previous"}
+    assert json.loads(files.evaluation.read_text())["documents"] == 4
+    merged = merge_adapter(tiny_lm, files.adapter, tmp_path / "merged")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        a = load_causal_lm(tiny_lm, device="cpu", adapter=files.adapter)(input_ids=ids).logits
+        b = load_causal_lm(merged, device="cpu")(input_ids=ids).logits
+    assert torch.allclose(a, b, atol=1e-4)

@@ -1,0 +1,56 @@
+"""Ranking m candidates of one document into (better, worse) pairs for SLiC-HF.
+
+- Tournament with the pairwise ranking model (the SLiC-HF paper's choice): neighbours play,
+  winners go on (c1 v c2, c3 v c4, then the winners), an odd one out gets a bye to the next
+  round. m candidates take exactly m - 1 comparisons, each one a (winner, loser) pair, and the
+  last winner is the best. Each round's comparisons are scored in one batch.
+- With the reward model: score all m and sort; pairs are the best against each other one.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RankedPair:
+    better: int  # index into the candidates
+    worse: int
+    confidence: float  # the judge's P(better ≻ worse)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    best: int
+    pairs: list[RankedPair]
+    scores: list[float] | None = None  # reward scores, when the reward model ranked
+
+
+def tournament(m: int, prefer: Callable[[Sequence[tuple[int, int]]], Sequence[float]]) -> Ranking:
+    """Knock-out among candidates 0..m-1; `prefer` gives P(a ≻ b) for a batch of (a, b)."""
+    if m < 1:
+        raise ValueError("a tournament needs at least one candidate")
+    players = list(range(m))
+    pairs: list[RankedPair] = []
+    while len(players) > 1:
+        games = [(players[i], players[i + 1]) for i in range(0, len(players) - 1, 2)]
+        bye = [players[-1]] if len(players) % 2 else []
+        winners = []
+        for (a, b), p in zip(games, prefer(games), strict=True):
+            better, worse, conf = (a, b, p) if p >= 0.5 else (b, a, 1 - p)
+            pairs.append(RankedPair(better, worse, float(conf)))
+            winners.append(better)
+        players = winners + bye
+    return Ranking(players[0], pairs)
+
+
+def rank_by_scores(scores: Sequence[float]) -> Ranking:
+    """Sort by reward; the best against every other candidate, confidence σ(r_best - r)."""
+    import math
+
+    if not scores:
+        raise ValueError("nothing to rank")
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    best = order[0]
+    pairs = [RankedPair(best, i, 1 / (1 + math.exp(scores[i] - scores[best]))) for i in order[1:]]
+    return Ranking(best, pairs, list(scores))

@@ -1,0 +1,84 @@
+"""Is the new policy better? Held-out documents, judged by the ranking and the reward model.
+
+For each document one sample from the new and one from the previous policy (same sampling
+settings and seed), and the human reference when there is one. Reported per judge: win rate of
+new over previous and of each policy over the reference, the length-controlled win rate (only
+pairs whose lengths are within 20% of each other, where length cannot decide), mean length in
+tokens and words, and the mean log-probability of the reference under each policy (a drift
+check: calibration should not make the human summary unlikely).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from training.ranker_model import PairwiseRanker
+from training.reward_model import RewardScorer
+from training.slic_collator import SlicCollator
+from training.slic_loss import continuation_logprobs
+
+SIMILAR_LENGTH = 0.2
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def preferences(judge: RewardScorer | PairwiseRanker, posts: Sequence[str], a: Sequence[str],
+                b: Sequence[str]) -> list[float]:
+    """Per document, 1 if the judge prefers a, 0 if b, 0.5 for a tie."""
+    if isinstance(judge, RewardScorer):
+        ra, rb = judge.score(list(posts), list(a)), judge.score(list(posts), list(b))
+        return [1.0 if x > y else 0.0 if x < y else 0.5 for x, y in zip(ra, rb, strict=True)]
+    probs = judge.prefer(list(zip(posts, a, b, strict=True)))
+    return [1.0 if p > 0.5 else 0.0 if p < 0.5 else 0.5 for p in probs]
+
+
+def win_rates(judge: RewardScorer | PairwiseRanker, posts: Sequence[str], a: Sequence[str],
+              b: Sequence[str]) -> dict[str, Any]:
+    wins = preferences(judge, posts, a, b)
+    similar = [w for w, x, y in zip(wins, a, b, strict=True)
+               if abs(_words(x) - _words(y)) <= SIMILAR_LENGTH * max(_words(x), _words(y), 1)]
+    return {"win_rate": sum(wins) / len(wins) if wins else None, "pairs": len(wins),
+            "length_controlled_win_rate": sum(similar) / len(similar) if similar else None,
+            "similar_length_pairs": len(similar)}
+
+
+@torch.no_grad()
+def mean_logprob(model: PreTrainedModel, collate: SlicCollator, prompts: Sequence[str], targets: Sequence[str],
+                 batch_size: int = 8) -> float | None:
+    """Mean summed log P(target | prompt) under a policy."""
+    if not prompts:
+        return None
+    model.eval()
+    device = next(model.parameters()).device
+    total = 0.0
+    for i in range(0, len(prompts), batch_size):
+        b = collate.encode(prompts[i:i + batch_size], [[t] for t in targets[i:i + batch_size]]).to(device)
+        total += float(continuation_logprobs(model, b.prompt_ids, b.prompt_mask, b.targets, b.target_mask).sum())
+    return total / len(prompts)
+
+
+def length_stats(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> dict[str, float]:
+    n = max(1, len(texts))
+    return {"mean_words": sum(_words(t) for t in texts) / n,
+            "mean_tokens": sum(len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]) / n}
+
+
+def compare_policies(judges: dict[str, RewardScorer | PairwiseRanker], posts: Sequence[str], new: Sequence[str],
+                     previous: Sequence[str], references: Sequence[str | None]) -> dict[str, Any]:
+    """Win rates of new over previous, and of both over the human reference, per judge."""
+    with_ref = [i for i, r in enumerate(references) if r]
+    out: dict[str, Any] = {}
+    for name, judge in judges.items():
+        result = {"new_vs_previous": win_rates(judge, posts, new, previous)}
+        if with_ref:
+            p = [posts[i] for i in with_ref]
+            refs = [references[i] or "" for i in with_ref]
+            result["new_vs_reference"] = win_rates(judge, p, [new[i] for i in with_ref], refs)
+            result["previous_vs_reference"] = win_rates(judge, p, [previous[i] for i in with_ref], refs)
+        out[name] = result
+    return out

@@ -1,0 +1,130 @@
+"""Train a LoRA adapter on the policy with the SLiC-HF loss.
+
+One copy of the weights: the base is frozen and only the adapter learns, so there is no
+reference model and no value model to hold or run. The saved adapter is written whole or not at
+all, with `slic.json` beside it (settings, metrics, data); `load_causal_lm(base, adapter=...)`
+serves it, and `merge_adapter` folds it into the base for serving without peft.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import random
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from training.artifacts import atomic_dir, fingerprint
+from training.loading import load_causal_lm, load_tokenizer
+from training.loop import StepOutput, fit
+from training.prompts import resolve_template
+from training.slic_collator import SlicBatch, SlicCollator, SlicExample
+from training.slic_config import SlicConfig
+from training.slic_loss import continuation_logprobs, full_sequence_logprobs, slic_loss
+
+MANIFEST = "slic.json"
+
+
+def add_policy_lora(model: PreTrainedModel, cfg: SlicConfig, adapter: str | Path | None = None) -> PreTrainedModel:
+    """A trainable LoRA adapter on the frozen policy: a fresh one, or the parent round's
+    adapter to continue from."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if adapter is not None:
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+    return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                            lora_dropout=cfg.lora_dropout,
+                                            target_modules=[t.strip() for t in cfg.lora_targets.split(",")]))
+
+
+def sequence_logprobs(model: PreTrainedModel, batch: SlicBatch, cfg: SlicConfig) -> torch.Tensor:
+    fn = continuation_logprobs if cfg.shared_prefix and not cfg.gradient_checkpointing else full_sequence_logprobs
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if cfg.cpu_bf16 and batch.prompt_ids.device.type == "cpu"
+                else contextlib.nullcontext())
+    with autocast:
+        return fn(model, batch.prompt_ids, batch.prompt_mask, batch.targets, batch.target_mask,
+                  chunk=cfg.logprob_chunk, normalize=cfg.length_normalize).float()
+
+
+def slic_step(model: PreTrainedModel, batch: SlicBatch, cfg: SlicConfig) -> StepOutput:
+    """One batch: y+, y- and y_ref of every example in one forward pass."""
+    batch = batch.to(next(model.parameters()).device)
+    logps = sequence_logprobs(model, batch, cfg).view(-1, 3)
+    loss, calibration = slic_loss(logps[:, 0], logps[:, 1], logps[:, 2], cfg)
+    share = float(calibration.detach() / loss.detach().abs().clamp_min(1e-8)) if cfg.reg_weight else 1.0
+    return StepOutput(loss, len(logps), {"cal_share": share,
+                                         "pair_acc": float((logps[:, 0] > logps[:, 1]).float().mean())})
+
+
+def policy_collator(tokenizer: PreTrainedTokenizerBase, cfg: SlicConfig) -> SlicCollator:
+    return SlicCollator(tokenizer, cfg.max_target_tokens, leading_space=resolve_template(tokenizer, cfg.template) == "tldr")
+
+
+@dataclass
+class SlicResult:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    metrics: dict[str, Any]
+    path: Path | None
+
+
+def train_slic(policy: str | Path, examples: Sequence[SlicExample], cfg: SlicConfig, *, out: Path | None,
+               adapter: str | Path | None = None, device: str = "auto", progress: bool = True,
+               stop_after: int | None = None, extra: dict[str, Any] | None = None) -> SlicResult:
+    """Train on `examples` (prompts already in the policy's template) and save the adapter to
+    `out`. Interrupted runs (or `stop_after`) keep a checkpoint beside `out`; the same call
+    again resumes from it."""
+    if not examples:
+        raise ValueError("no SLiC-HF examples")
+    tokenizer = load_tokenizer(policy)
+    torch.manual_seed(cfg.seed)
+    model = add_policy_lora(load_causal_lm(policy, device=device, dtype=torch.float32), cfg, adapter)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    collate = policy_collator(tokenizer, cfg)
+    data_hash = fingerprint([(e.prompt, e.positive, e.negative, e.reference) for e in examples])
+
+    def batches(epoch: int) -> list[SlicBatch]:
+        order = list(range(len(examples)))
+        random.Random(cfg.seed + epoch).shuffle(order)
+        return [collate([examples[i] for i in order[s:s + cfg.batch_size]]) for s in range(0, len(order), cfg.batch_size)]
+
+    run_key = hashlib.sha1(json.dumps([cfg.as_dict(), str(policy), str(adapter), data_hash]).encode()).hexdigest()[:12]
+    checkpoints = None if out is None else out.parent / f".checkpoint-slic-{run_key}"
+    if checkpoints is not None:
+        checkpoints.mkdir(parents=True, exist_ok=True)
+    result = fit(model, batches, lambda m, b: slic_step(m, b, cfg), cfg, checkpoint_dir=checkpoints,
+                 desc="SLiC-HF", progress=progress, stop_after=stop_after)
+    tail = result.history[-max(1, len(result.history) // 4):]
+    metrics: dict[str, Any] = {
+        "examples": len(examples), "optimizer_steps": result.steps, "train_seconds": result.seconds,
+        "final_loss": result.last_loss,
+        "pair_accuracy_last_quarter": sum(h["pair_acc"] for h in tail) / len(tail) if tail else None,
+        "history": result.history, "data_hash": data_hash, **(extra or {})}
+    if result.interrupted:
+        return SlicResult(model, tokenizer, {**metrics, "interrupted": True}, None)
+    if out is not None:
+        with atomic_dir(out) as tmp:
+            model.save_pretrained(tmp)
+            (tmp / MANIFEST).write_text(json.dumps({"policy": str(policy), "parent_adapter": str(adapter) if adapter else None,
+                                                    "config": cfg.as_dict(), "metrics": metrics}, indent=2, default=str))
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    model.eval()
+    return SlicResult(model, tokenizer, metrics, out)
+
+
+def merge_adapter(policy: str | Path, adapter: str | Path, out: Path) -> Path:
+    """The policy with the adapter folded in, saved as an ordinary model folder."""
+    model = load_causal_lm(policy, device="cpu", dtype=torch.float32, adapter=adapter).merge_and_unload()
+    tokenizer = load_tokenizer(policy)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return out
