@@ -58,6 +58,7 @@ def train(
     batch_texts: Annotated[int | None, typer.Option(help="inputs per forward pass")] = None,
     grad_accum: Annotated[int | None, typer.Option()] = None,
     lora_r: Annotated[int | None, typer.Option(help=">0: LoRA on the backbone (for causal LM backbones)")] = None,
+    freeze_layers: Annotated[int | None, typer.Option(help="keep the embeddings and the N lowest layers fixed")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -81,7 +82,7 @@ def train(
     ctx = open_context()
     overrides = {k: v for k, v in dict(epochs=epochs, learning_rate=learning_rate, max_length=max_length,
                                        batch_texts=batch_texts, grad_accum=grad_accum, lora_r=lora_r,
-                                       seed=seed).items() if v is not None}
+                                       freeze_layers=freeze_layers, seed=seed).items() if v is not None}
     try:
         export = ExportConfig(margin=margin)
         cfg = JudgeConfig(backbone=backbone or str(ENCODER.path(ctx.settings.models_dir)), test_fraction=test_fraction,

@@ -94,7 +94,7 @@ def _sample_rank(ctx: Context, judge: str | None, mode: str, policy: str | None,
         files.folder.mkdir(parents=True, exist_ok=True)
         records = direct_documents(pairs)
         files.data.write_text("".join(r.as_json() + "\n" for r in records))
-        typer.echo(f"{len(records)} documents, {sum(len(r.pairs) for r in records)} human pairs in {files.data}")
+        typer.echo(f"{len(records)} documents, {sum(len(r.pairs) for r in records)} human pairs in {files.data}", err=True)
         return files.folder
     if mode != "sample-rank":
         raise CliError("--mode must be sample-rank or direct")
@@ -115,7 +115,8 @@ def _sample_rank(ctx: Context, judge: str | None, mode: str, policy: str | None,
 
     records = run_sample_rank(_policy(pol), documents, jud.kind.value, jud.artifact_path, files, sampling=sampling,
                               on_document=store)
-    typer.echo(f"{len(records)} documents ranked by {jud.name}, {sum(len(r.pairs) for r in records)} pairs in {files.data}")
+    typer.echo(f"{len(records)} documents ranked by {jud.name}, {sum(len(r.pairs) for r in records)} pairs in {files.data}",
+               err=True)
     return files.folder
 
 
@@ -137,6 +138,7 @@ def train(
     delta: Annotated[float | None, typer.Option(help="hinge margin δ (1.0)")] = None,
     reg_weight: Annotated[float | None, typer.Option(help="λ on -log P(y_ref|x) (0.5; 0 disables)")] = None,
     y_ref: Annotated[str | None, typer.Option(help="reference | best_decode")] = None,
+    pairs_per_document: Annotated[int | None, typer.Option(help="the judge's most confident N pairs per document (0: all)")] = None,
     learning_rate: Annotated[float | None, typer.Option()] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
@@ -152,7 +154,8 @@ def train(
 
     Example: calibra slic train --reg-weight 0.5 --activate
     """
-    opts = dict(delta=delta, reg_weight=reg_weight, y_ref=y_ref, learning_rate=learning_rate, epochs=epochs,
+    opts = dict(delta=delta, reg_weight=reg_weight, y_ref=y_ref, pairs_per_document=pairs_per_document,
+                learning_rate=learning_rate, epochs=epochs,
                 batch_size=batch_size, grad_accum=grad_accum, lora_r=lora_r, length_normalize=length_normalize,
                 gradient_checkpointing=gradient_checkpointing)
     version = _train(open_context(), policy, folder, name, opts, activate)

@@ -5,7 +5,7 @@ in the chat template, ~490-token prompts, pairs from `pairs_train.jsonl`) and th
 size. SLiC-HF scores y+, y- and y_ref with the policy alone; DPO scores y+ and y- with the
 policy and again with the reference (the base with the adapter switched off). Each method runs
 in its own process; peak memory is the highest resident size sampled every 5 ms during the
-timed steps, less the size before them (on a GPU: torch's peak allocation).
+steps, less the size before the first one (on a GPU: torch's peak allocation).
 
     .venv/bin/python bench/slic_step.py [--batch 4] [--steps 5] [--json]
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = ROOT.parent / "shared" / "data" / "tldr" / "pairs_train.jsonl"
-METHODS = ("slic", "slic-full", "slic-bf16", "dpo-hinge")
+METHODS = ("slic", "dpo-hinge", "slic-full", "slic-bf16")
 
 
 class PeakRss:
@@ -111,6 +111,7 @@ def run_method(method: str, batch: int, steps: int) -> dict[str, object]:
         trainer = DPOTrainer(model=base, args=args, train_dataset=Dataset.from_list(data), processing_class=tokenizer,
                              peft_config=lora)
         model = trainer.model
+        trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(), which is not used here
         inputs = next(iter(trainer.get_train_dataloader()))
         sequences = 2 * batch
         tokens = int(inputs["attention_mask"].sum())
@@ -119,14 +120,15 @@ def run_method(method: str, batch: int, steps: int) -> dict[str, object]:
             return float(trainer.training_step(model, inputs))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
     model.train()
-    one_step()  # warm-up: allocator, kernels
-    opt.step()
-    opt.zero_grad()
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
+    # memory is watched from before the first step: what a step needs on top of the weights
     with PeakRss() as rss:
+        one_step()  # warm-up: allocator, kernels; not timed
+        opt.step()
+        opt.zero_grad()
         start = time.perf_counter()
         for _ in range(steps):
             one_step()
@@ -160,6 +162,7 @@ def main() -> None:
         if out.returncode != 0:
             raise SystemExit(f"{method} failed:\n{out.stderr[-3000:]}")
         results[method] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(json.dumps(results[method]), file=sys.stderr, flush=True)  # each as it finishes
     summary = {"batch": args.batch, "steps": args.steps, "results": results}
     if "dpo-hinge" in results and "slic" in results:
         summary["slic_vs_dpo_throughput"] = results["slic"]["pairs_per_s"] / results["dpo-hinge"]["pairs_per_s"]

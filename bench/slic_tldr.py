@@ -56,7 +56,9 @@ def main() -> None:
     posts = read_posts(POSTS)
     train_docs, eval_docs = posts[:args.train_posts], posts[args.train_posts:args.train_posts + args.eval_posts]
     files = RoundFiles(args.folder)
-    sampling = SamplingConfig(**{**SLIC_SAMPLING.__dict__, "per_doc": args.per_doc, "seed": cfg.seed})
+    # the policy is trained on the prompts it sampled from: the same cut of the post
+    sampling = SamplingConfig(**{**SLIC_SAMPLING.__dict__, "per_doc": args.per_doc, "seed": cfg.seed,
+                                 "max_post_tokens": cfg.max_prompt_tokens})
     progress = not args.json
     times = {}
     t = time.perf_counter()

@@ -228,3 +228,10 @@ def test_judges_train_from_the_apps_own_preferences(env, ctx, tiny_encoder: Path
     assert json.loads(evaluated.stdout)["pairs"] == 40
     bad = run(cli, ["eval", "reward", "--model", "ranker-test", "--data", str(pairs)])
     assert bad.exit_code != 0
+
+
+def test_freezing_the_lowest_layers(tiny_encoder: Path) -> None:
+    scorer = RewardScorer.load(tiny_encoder, JudgeConfig(freeze_layers=1))
+    trainable = {n for n, p in scorer.model.named_parameters() if p.requires_grad}
+    assert not any("embeddings" in n or ".layer.0." in n for n in trainable)
+    assert any(".layer.1." in n for n in trainable) and any(n.startswith("classifier") for n in trainable)

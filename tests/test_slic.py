@@ -89,6 +89,9 @@ def test_round_records_give_one_example_per_ranked_pair(tiny_lm: Path) -> None:
     assert "My cat keeps knocking cups" in examples[0].prompt
     best = slic_examples(_records(), tok, "chat", "best_decode", 512)
     assert {e.reference for e in best} == {"cat knocks cups over"}
+    clearest = slic_examples(_records(), tok, "chat", "reference", 512, pairs_per_document=2)
+    assert [(e.positive, e.negative) for e in clearest] == [("cat knocks cups over", "a cat"),
+                                                            ("cat knocks cups over", "pets are fun")]
     from training.preference_data import PreferencePair
 
     direct = direct_documents([PreferencePair("SUBREDDIT: r/pets\nTITLE: Cat\nPOST: text", "a", "b"),
@@ -147,3 +150,44 @@ def test_a_round_end_to_end_on_tiny_models(tiny_lm: Path, tiny_encoder: Path, tm
         a = load_causal_lm(tiny_lm, device="cpu", adapter=files.adapter)(input_ids=ids).logits
         b = load_causal_lm(merged, device="cpu")(input_ids=ids).logits
     assert torch.allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_round_from_the_apps_own_data_with_the_cli(env, ctx, tiny_lm: Path, tiny_encoder: Path) -> None:  # type: ignore[no-untyped-def]
+    """Real posts with references imported, a ranker trained on real comparisons, then
+    `calibra slic round` on a tiny policy: candidates and ranks stored, a new policy version."""
+    from sqlalchemy import func, select
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+    from db.models import Candidate, CandidateScore, ModelKind, ModelStatus, ModelVersion
+    from tests.conftest import TLDR
+    from training.slic_store import activate_policy
+
+    run = CliRunner().invoke
+    posts = env / "posts.jsonl"
+    posts.write_text("".join((TLDR / "posts_test400.jsonl").open().readlines()[:5]))
+    assert run(cli, ["import", "documents", str(posts)]).exit_code == 0
+    assert run(cli, ["import", "documents", str(TLDR / "comparisons_axis_valid.jsonl")]).exit_code == 0
+    trained = run(cli, ["train", "ranker", "--name", "rk", "--backbone", str(tiny_encoder), "--max-length", "96"])
+    assert trained.exit_code == 0, trained.output
+    with ctx.transaction() as db:
+        tiny = ModelVersion(kind=ModelKind.POLICY, name="tiny", base_model=str(tiny_lm), round=0)
+        db.add(tiny)
+        db.flush()
+        activate_policy(db, tiny)
+    result = run(cli, ["slic", "round", "--judge", "rk", "--docs", "3", "--eval-docs", "2", "--per-doc", "3",
+                       "--name", "tiny-r1", "--activate", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["model_version"] == "tiny-r1" and out["pairs"] > 0
+    assert 0 <= out["evaluation"]["ranker_new_vs_previous_win_rate"] <= 1
+    with ctx.transaction() as db:
+        new = db.scalar(select(ModelVersion).where(ModelVersion.name == "tiny-r1"))
+        assert new.status == ModelStatus.ACTIVE and new.parent.name == "tiny" and new.round == 1
+        assert Path(new.artifact_path, "adapter_config.json").exists()
+        assert new.metrics["evaluation"]["previous"] == "tiny" and new.data_snapshot["documents"] >= 1
+        sampled = db.scalar(select(func.count(Candidate.id)).where(Candidate.model_version_id == db.scalar(
+            select(ModelVersion.id).where(ModelVersion.name == "tiny"))))
+        ranked = db.scalar(select(func.count(CandidateScore.id)).where(CandidateScore.rank == 1))
+        assert sampled >= 2 and ranked >= 1

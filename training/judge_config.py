@@ -22,7 +22,7 @@ class JudgeConfig(LoopConfig):
     epoch, cosine schedule with warm-up)."""
 
     backbone: str = field(default="", metadata={"help": "hub id, folder or GGUF file; empty: the default encoder"})
-    max_length: int = field(default=384, metadata={"help": "tokens per input; the post is cut, never the summary"})
+    max_length: int = field(default=256, metadata={"help": "tokens per input; the post is cut, never the summary"})
     learning_rate: float = 5e-5
     batch_texts: int = field(default=16, metadata={"help": "inputs per forward pass"})
     use_margin: bool = field(default=False, metadata={"help": "subtract the pair's margin inside the loss"})

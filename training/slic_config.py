@@ -14,6 +14,8 @@ class SlicConfig(LoopConfig):
     delta: float = field(default=1.0, metadata={"help": "margin δ of the calibration hinge (paper: 1.0)"})
     reg_weight: float = field(default=0.5, metadata={"help": "λ on -log P(y_ref|x); 0 disables"})
     length_normalize: bool = field(default=False, metadata={"help": "mean instead of summed token log-probs"})
+    pairs_per_document: int = field(default=0, metadata={
+        "help": "train on at most this many of a document's ranked pairs, the judge's most confident first (0: all)"})
     y_ref: str = field(default="reference", metadata={"help": "reference (human summary when there is one) | best_decode"})
     learning_rate: float = field(default=1e-4, metadata={
         "help": "the paper's 1e-5 is for full fine-tuning; LoRA adapters need a larger step"})
@@ -37,5 +39,7 @@ class SlicConfig(LoopConfig):
             raise ValueError("need delta > 0 and reg_weight >= 0")
         if self.y_ref not in Y_REF:
             raise ValueError(f"y_ref must be one of {', '.join(Y_REF)}")
+        if self.pairs_per_document < 0:
+            raise ValueError("pairs_per_document must be 0 (all) or more")
         if self.batch_size < 1 or self.lora_r < 1 or self.max_target_tokens < 1 or self.logprob_chunk < 1:
             raise ValueError("batch_size, lora_r, max_target_tokens and logprob_chunk must be at least 1")

@@ -128,13 +128,14 @@ def document_from_prompt(key: str, prompt: str) -> RoundDocument:
 
 
 def slic_examples(records: Sequence[RankedDocument], tokenizer: Any, template: str, y_ref: str,
-                  max_prompt_tokens: int) -> list[SlicExample]:
-    """One example per ranked pair: y_ref is the human reference when asked and present,
-    else the best-ranked candidate."""
+                  max_prompt_tokens: int, pairs_per_document: int = 0) -> list[SlicExample]:
+    """One example per ranked pair (the judge's most confident `pairs_per_document` when set):
+    y_ref is the human reference when asked and present, else the best-ranked candidate."""
     out = []
     for r in records:
         doc = r.document
         prompt = build_prompt(tokenizer, doc.prompt(), template, max_prompt_tokens)
         ref = doc.reference if y_ref == "reference" and doc.reference else r.candidates[r.best]
-        out.extend(SlicExample(prompt, r.candidates[b], r.candidates[w], ref) for b, w, _ in r.pairs)
+        pairs = sorted(r.pairs, key=lambda p: -p[2])[:pairs_per_document] if pairs_per_document else r.pairs
+        out.extend(SlicExample(prompt, r.candidates[b], r.candidates[w], ref) for b, w, _ in pairs)
     return out

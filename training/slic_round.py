@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 
+from tqdm.auto import tqdm
+
 from training.artifacts import write_json
 from training.generation import SamplingConfig, generate
 from training.judges import load_judge
@@ -52,8 +54,6 @@ class RoundFiles:
 
 
 def _sampler(policy: Policy, sampling: SamplingConfig, device: str, progress: bool):  # type: ignore[no-untyped-def]
-    from tqdm.auto import tqdm
-
     tokenizer = load_tokenizer(policy.base)
     model = load_causal_lm(policy.base, device=device, adapter=policy.adapter)
 
@@ -81,7 +81,7 @@ def run_train(policy: Policy, records: Sequence[RankedDocument], cfg: SlicConfig
               device: str = "auto", progress: bool = True, stop_after: int | None = None) -> SlicResult:
     tokenizer = load_tokenizer(policy.base)
     template = resolve_template(tokenizer, cfg.template)
-    examples = slic_examples(records, tokenizer, template, cfg.y_ref, cfg.max_prompt_tokens)
+    examples = slic_examples(records, tokenizer, template, cfg.y_ref, cfg.max_prompt_tokens, cfg.pairs_per_document)
     return train_slic(policy.base, examples, cfg, out=files.adapter, adapter=policy.adapter, device=device,
                       progress=progress, stop_after=stop_after,
                       extra={"documents": len(records), "pairs": len(examples)})
@@ -102,9 +102,11 @@ def run_evaluation(new: Policy, previous: Policy, docs: Sequence[RoundDocument],
     with_ref = [i for i, r in enumerate(refs) if r]
     for label, policy in (("new", new), ("previous", previous)):
         model = load_causal_lm(policy.base, device=device, adapter=policy.adapter)
-        single = SamplingConfig(**{**asdict(sampling), "per_doc": 1})
+        # one sample per document, as many sequences per batch as sampling m per document used
+        single = SamplingConfig(**{**asdict(sampling), "per_doc": 1, "batch_docs": sampling.batch_docs * sampling.per_doc})
         out: dict[object, str] = {}
-        for doc, samples in generate(model, tokenizer, prompts, single):
+        for doc, samples in tqdm(generate(model, tokenizer, prompts, single), total=len(prompts), unit="doc",
+                                 desc=f"sampling ({label} policy)", disable=not progress):
             out[doc.key] = samples[0].text if samples else ""
         texts[label] = [out[p.key] for p in prompts]
         policy_prompts = [build_prompt(tokenizer, prompts[i], template, cfg.max_prompt_tokens) for i in with_ref]
