@@ -16,7 +16,7 @@ from training.preference_data import PreferencePair
 SIMILAR_LENGTH = 0.2  # word counts within 20% of the longer summary
 
 
-def _words(text: str) -> int:
+def words(text: str) -> int:
     return len(text.split())
 
 
@@ -27,8 +27,8 @@ def _accuracy(correct: np.ndarray) -> float | None:
 def pair_metrics(pairs: Sequence[PreferencePair], p_chosen: Sequence[float], *, bins: int = 5) -> dict[str, Any]:
     p = np.asarray(p_chosen, dtype=float)
     correct = p > 0.5
-    chosen_words = np.array([_words(x.chosen) for x in pairs])
-    rejected_words = np.array([_words(x.rejected) for x in pairs])
+    chosen_words = np.array([words(x.chosen) for x in pairs])
+    rejected_words = np.array([words(x.rejected) for x in pairs])
     differ = chosen_words != rejected_words
     similar = np.abs(chosen_words - rejected_words) <= SIMILAR_LENGTH * np.maximum(chosen_words, rejected_words)
     margins = np.array([x.margin for x in pairs])

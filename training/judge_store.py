@@ -80,15 +80,17 @@ def rank_candidates(judge: RewardScorer | PairwiseRanker, prompt: str, texts: Se
     return tournament(len(texts), lambda games: judge.prefer([(prompt, texts[a], texts[b]) for a, b in games]))
 
 
-def ranking_scores(ranking: Ranking, m: int) -> list[tuple[float, int]]:
-    """(score, rank) per candidate: the reward itself, or tournament wins; rank 1 is the best."""
-    if ranking.scores is not None:
-        scores = list(ranking.scores)
+def ranking_scores(best: int, winners: Sequence[int], scores: Sequence[float] | None,
+                   m: int) -> list[tuple[float, int]]:
+    """(score, rank) per candidate of a ranking: the reward itself, or else the number of
+    comparisons won (`winners` holds the better side of each); rank 1 is `best`."""
+    if scores is not None:
+        scores = list(scores)
     else:
         scores = [0.0] * m
-        for pair in ranking.pairs:
-            scores[pair.better] += 1
-    order = sorted(range(m), key=lambda i: (i != ranking.best, -scores[i]))
+        for i in winners:
+            scores[i] += 1
+    order = sorted(range(m), key=lambda i: (i != best, -scores[i]))
     ranks = {i: r + 1 for r, i in enumerate(order)}
     return [(scores[i], ranks[i]) for i in range(m)]
 
@@ -97,7 +99,8 @@ def score_document(db: Session, judge: RewardScorer | PairwiseRanker, version: M
                    cands: Sequence[Candidate]) -> int:
     """Rank one document's candidates and store a score and rank for each; returns how many."""
     prompt = format_post(doc.subreddit, doc.title, doc.text)
-    result = ranking_scores(rank_candidates(judge, prompt, [c.text for c in cands]), len(cands))
+    ranking = rank_candidates(judge, prompt, [c.text for c in cands])
+    result = ranking_scores(ranking.best, [p.better for p in ranking.pairs], ranking.scores, len(cands))
     ids = [c.id for c in cands]
     db.execute(delete(CandidateScore).where(CandidateScore.model_version_id == version.id,
                                             CandidateScore.candidate_id.in_(ids)))

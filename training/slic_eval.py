@@ -15,17 +15,11 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from training.judge_metrics import SIMILAR_LENGTH, words
 from training.ranker_model import PairwiseRanker
 from training.reward_model import RewardScorer
 from training.slic_collator import SlicCollator
 from training.slic_loss import continuation_logprobs
-
-SIMILAR_LENGTH = 0.2
-
-
-def _words(text: str) -> int:
-    return len(text.split())
-
 
 def preferences(judge: RewardScorer | PairwiseRanker, posts: Sequence[str], a: Sequence[str],
                 b: Sequence[str]) -> list[float]:
@@ -41,7 +35,7 @@ def win_rates(judge: RewardScorer | PairwiseRanker, posts: Sequence[str], a: Seq
               b: Sequence[str]) -> dict[str, Any]:
     wins = preferences(judge, posts, a, b)
     similar = [w for w, x, y in zip(wins, a, b, strict=True)
-               if abs(_words(x) - _words(y)) <= SIMILAR_LENGTH * max(_words(x), _words(y), 1)]
+               if abs(words(x) - words(y)) <= SIMILAR_LENGTH * max(words(x), words(y), 1)]
     return {"win_rate": sum(wins) / len(wins) if wins else None, "pairs": len(wins),
             "length_controlled_win_rate": sum(similar) / len(similar) if similar else None,
             "similar_length_pairs": len(similar)}
@@ -64,7 +58,7 @@ def mean_logprob(model: PreTrainedModel, collate: SlicCollator, prompts: Sequenc
 
 def length_stats(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> dict[str, float]:
     n = max(1, len(texts))
-    return {"mean_words": sum(_words(t) for t in texts) / n,
+    return {"mean_words": sum(words(t) for t in texts) / n,
             "mean_tokens": sum(len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]) / n}
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from db.models import Candidate, CandidateOrigin, CandidateScore, Document, ModelKind, ModelStatus, ModelVersion
 from training.generation import Sample
 from training.candidates import store_samples
+from training.judge_store import ranking_scores
 from training.slic_data import RankedDocument, RoundDocument
 
 
@@ -36,18 +37,15 @@ def store_ranked(db: Session, policy: ModelVersion, judge: ModelVersion | None, 
     if judge is None:
         return 0
     ids = dict(db.execute(select(Candidate.text, Candidate.id).where(Candidate.document_id == document_id)).all())
-    wins = [0.0] * len(record.candidates)
-    for better, _, _ in record.pairs:
-        wins[better] += 1
-    scores = record.scores or wins
-    order = sorted(range(len(scores)), key=lambda i: (i != record.best, -scores[i]))
+    verdicts = ranking_scores(record.best, [better for better, _, _ in record.pairs], record.scores or None,
+                              len(record.candidates))
     stored = 0
-    for rank, i in enumerate(order, start=1):
-        cid = ids.get(record.candidates[i])
+    for text, (score, rank) in zip(record.candidates, verdicts, strict=True):
+        cid = ids.get(text)
         if cid is None or db.scalar(select(CandidateScore.id).where(
                 CandidateScore.candidate_id == cid, CandidateScore.model_version_id == judge.id)) is not None:
             continue
-        db.add(CandidateScore(candidate_id=cid, model_version_id=judge.id, score=float(scores[i]), rank=rank))
+        db.add(CandidateScore(candidate_id=cid, model_version_id=judge.id, score=float(score), rank=rank))
         stored += 1
     db.flush()
     return stored
