@@ -49,7 +49,8 @@ def train(
     test_fraction: Annotated[float, typer.Option(help="documents held out by a split by document")] = 0.2,
     margin: Annotated[str, typer.Option(help="none | small | large (Llama 2) | quality: margin inside the loss")] = "none",
     weighted: Annotated[bool, typer.Option(help="weight pairs by the export's agreement weights")] = False,
-    init: Annotated[str | None, typer.Option(help="warm start from this version or folder of the same kind")] = None,
+    init: Annotated[str | None, typer.Option(help="warm start from this version or folder (the previous version, "
+                                                  "or a reward model for the ranker)")] = None,
     backbone: Annotated[str | None, typer.Option(help="hub id, folder or GGUF (default: the default encoder)")] = None,
     name: Annotated[str | None, typer.Option(help="model version name (default: KIND-DATE)")] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
@@ -59,6 +60,9 @@ def train(
     grad_accum: Annotated[int | None, typer.Option()] = None,
     lora_r: Annotated[int | None, typer.Option(help=">0: LoRA on the backbone (for causal LM backbones)")] = None,
     freeze_layers: Annotated[int | None, typer.Option(help="keep the embeddings and the N lowest layers fixed")] = None,
+    read_post: Annotated[bool | None, typer.Option(help="summaries attend to the post (cross-encoder); "
+                                                        "default: post and summary encoded apart (two towers)")] = None,
+    head_learning_rate: Annotated[float | None, typer.Option(help="the scalar head's own peak rate")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -82,7 +86,8 @@ def train(
     ctx = open_context()
     overrides = {k: v for k, v in dict(epochs=epochs, learning_rate=learning_rate, max_length=max_length,
                                        batch_texts=batch_texts, grad_accum=grad_accum, lora_r=lora_r,
-                                       freeze_layers=freeze_layers, seed=seed).items() if v is not None}
+                                       freeze_layers=freeze_layers, read_post=read_post,
+                                       head_learning_rate=head_learning_rate, seed=seed).items() if v is not None}
     try:
         export = ExportConfig(margin=margin)
         cfg = JudgeConfig(backbone=backbone or str(ENCODER.path(ctx.settings.models_dir)), test_fraction=test_fraction,

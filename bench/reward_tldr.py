@@ -5,7 +5,7 @@ split by post, and reports accuracy on the held-out posts beside the length base
 accuracy on pairs of similar length, with training time and pairs per second.
 
     .venv/bin/python bench/reward_tldr.py --model reward [--backbone PATH] [--limit N] [--json]
-    .venv/bin/python bench/reward_tldr.py --model ranker --out .calibra/bench/ranker-tldr
+    .venv/bin/python bench/reward_tldr.py --model ranker [--init REWARD_DIR] --out .calibra/bench/ranker-tldr
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, help="use only the first N pairs")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--out", type=Path, help="save the trained model here (bench/slic_tldr.py uses the ranker)")
+    ap.add_argument("--init", type=Path, help="warm start from a saved judge (a reward model for the ranker)")
     ap.add_argument("--json", action="store_true")
     for f in fields(JudgeConfig):  # every training setting can be varied from the command line
         kind = {int: int, float: float, bool: lambda s: s.lower() in ("1", "true", "yes")}.get(type(f.default), str)
@@ -51,7 +52,7 @@ def main() -> None:
     pairs = read_pairs(args.data, args.limit)
     train, test = split_by_document(pairs, cfg.test_fraction, seed=cfg.seed)
     started = time.perf_counter()
-    result = train_judge(args.model, train, test, cfg, out=args.out, progress=not args.json)
+    result = train_judge(args.model, train, test, cfg, out=args.out, init=args.init, progress=not args.json)
     wall = time.perf_counter() - started
     m = result.metrics["test"]
     out = {"model": args.model, "train_pairs": len(train), "test_pairs": len(test),

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from annotate.errors import InvalidInput
 from training.artifacts import atomic_dir
 from training.judge_inputs import JudgeCollator
-from training.judge_config import JudgeConfig
+from training.judge_config import SIMILARITY_SCALE, JudgeConfig
 from training.judges import load_judge, train_judge
 from training.preference_data import PreferencePair, read_pairs, split_by_document, split_newest_round
-from training.ranker_model import PairwiseRanker, pair_text
+from training.ranker_model import PairwiseRanker, ordered_batches
 from training.ranking import rank_by_scores, tournament
 from training.reward_model import RewardScorer, group_batches, preference_loss
 
@@ -95,16 +96,74 @@ def test_inputs_keep_the_summary_whole(tiny_encoder: Path, tiny_lm: Path) -> Non
 
     post, summary = "word " * 800, "the summary that must survive intact"
     enc = load_tokenizer(tiny_encoder, padding_side="right")
-    batch = JudgeCollator(enc, max_length=64, encoder=True)([post, "short post"], [summary, summary])
-    ids = batch["input_ids"][0].tolist()
     want = enc(summary, add_special_tokens=False)["input_ids"]
-    assert len(ids) == 64 and ids[1:1 + len(want)] == want and ids[1 + len(want)] == enc.sep_token_id
-    assert batch["token_type_ids"][0, len(want) + 2].item() == 1  # the post is the second segment
-    assert batch["attention_mask"][1].sum() < 64  # the short one is padded, not stretched
+    batch = JudgeCollator(enc, max_length=64, read_post=True)([post, "short post"], [[summary], [summary]])
+    (row, start, end), = batch.parts[0]
+    assert batch.input_ids[row, start:end - 1].tolist() == want
+    assert end == 64 and batch.position_ids[row, end - 1].item() == 63  # the post was cut to fit 64
+    assert batch.token_type_ids is not None and batch.token_type_ids[row, start].item() == 1
+    (short_row, s2, _), = batch.parts[1]
+    assert short_row != row and s2 < start  # the short post is not stretched
+    batch = JudgeCollator(enc, max_length=64)([post], [[summary]])  # two towers: each its own sentence
+    (row, start, end), = batch.parts[0]
+    assert batch.input_ids[row, start:end].tolist() == [enc.cls_token_id, *want, enc.sep_token_id]
+    assert batch.position_ids[row, start].item() == 0 and batch.posts[0][2] == 64
     dec = load_tokenizer(tiny_lm, padding_side="right")
-    batch = JudgeCollator(dec, max_length=64, encoder=False)([post], [summary])
+    batch = JudgeCollator(dec, max_length=64, encoder=False, read_post=True)([post], [[summary]])
     want = dec(summary, add_special_tokens=False)["input_ids"]
-    assert batch["input_ids"].shape[1] == 64 and batch["input_ids"][0, -len(want):].tolist() == want
+    (row, start, end), = batch.parts[0]
+    assert end == 64 and batch.input_ids[row, start:end].tolist() == want
+
+
+@pytest.mark.parametrize("read_post", [True, False])
+def test_summaries_of_one_post_read_it_once_and_not_each_other(read_post: bool, tiny_encoder: Path) -> None:
+    from training.loading import load_tokenizer
+
+    tok = load_tokenizer(tiny_encoder, padding_side="right")
+    post = "my landlord kept the deposit after I moved out " * 3
+    batch = JudgeCollator(tok, max_length=128, read_post=read_post)(
+        [post, post, "another post"], [["first"], ["second one"], ["third"]])
+    assert batch.input_ids.shape[0] == 2  # one row per post
+    (r1, s1, e1), = batch.parts[0]
+    (r2, s2, e2), = batch.parts[1]
+    mask = batch.attention_mask[r1, 0]
+    assert r1 == r2 and mask[s2, s1:e1].sum() == 0 and mask[s1, s2:e2].sum() == 0  # summaries never meet
+    assert bool(mask[s1, 1:5].all()) is read_post and not mask[1, s1:e1].any()  # the post never reads a summary
+    assert batch.position_ids[r1, s1] == batch.position_ids[r2, s2]  # each starts where the other does
+    assert batch.posts[0] == batch.posts[1] != batch.posts[2]
+
+
+def test_two_towers_embed_the_summary_as_the_sentence_encoder_does(tiny_encoder: Path) -> None:
+    from transformers import AutoModel
+
+    judge = RewardScorer.load(tiny_encoder, JudgeConfig(max_length=96))
+    encoder = AutoModel.from_pretrained(tiny_encoder).eval()
+    post, summary = "a post about a dog " * 4, "the dog ran away"
+    batch = judge.collate([post, post], [[summary], ["another"]])
+    with torch.no_grad():
+        hidden = judge.model.eval()(**batch.model_inputs(torch.device("cpu")), output_hidden_states=True).hidden_states[-1]
+        alone = encoder(**judge.tokenizer(summary, return_tensors="pt")).last_hidden_state[0].mean(0)
+    (row, start, end), = batch.parts[0]
+    assert torch.allclose(hidden[row, start:end].mean(0), alone, atol=1e-5)
+    # a fresh head starts as a scaled cosine of summary and post
+    (prow, pstart, pend) = batch.posts[0]
+    cos = F.cosine_similarity(hidden[row, start:end].mean(0), hidden[prow, pstart:pend].mean(0), dim=0)
+    assert judge.rewards([post], [summary]).item() == pytest.approx(SIMILARITY_SCALE * cos.item(), abs=1e-4)
+
+
+@pytest.mark.parametrize(("kind", "read_post"), [("encoder", True), ("encoder", False), ("decoder", True)])
+def test_packed_scores_equal_one_input_at_a_time(kind: str, read_post: bool, tiny_encoder: Path, tiny_lm: Path) -> None:
+    torch.manual_seed(0)
+    judge = RewardScorer.load(tiny_encoder if kind == "encoder" else tiny_lm, JudgeConfig(max_length=96,
+                                                                                         read_post=read_post))
+    judge.model.eval()
+    docs = ["a post about a dog " * 4, "a post about a dog " * 4, "my sister borrowed my car", "a post about a dog " * 4]
+    texts = ["the dog ran away", "a cat sat on a mat all day long", "sister took the car", ""]
+    with torch.no_grad():
+        packed = judge.rewards(docs, texts)
+        alone = torch.cat([judge.rewards([d], [t]) for d, t in zip(docs, texts, strict=True)])
+    assert torch.allclose(packed, alone, atol=1e-5)
+    assert judge.score(docs, texts, batch_size=3) == pytest.approx(alone.tolist(), abs=1e-5)
 
 
 def test_ranker_is_symmetric_by_construction(tiny_encoder: Path) -> None:
@@ -114,7 +173,7 @@ def test_ranker_is_symmetric_by_construction(tiny_encoder: Path) -> None:
     p_ab, p_ba = ranker.prefer([(doc, a, b), (doc, b, a)])
     assert p_ab + p_ba == pytest.approx(1.0, abs=1e-6)
     with torch.no_grad():
-        raw = torch.sigmoid(ranker.head([doc, doc], [pair_text(a, b), pair_text(b, a)]))
+        raw = torch.sigmoid(ranker.logits([doc, doc], [(a, b), (b, a)]))
     assert abs(float(raw.sum()) - 1.0) > 1e-4  # one order alone is not symmetric
 
 
@@ -144,6 +203,18 @@ def test_a_judge_learns_a_learnable_preference(kind: str, tiny_encoder: Path, tm
         load_judge("ranker" if kind == "reward" else "reward", tmp_path / kind)
 
 
+def test_a_ranker_warm_starts_from_a_reward_model(tiny_encoder: Path, tmp_path: Path) -> None:
+    train, test = split_by_document(_synthetic(48), 0.25, seed=0)
+    cfg = JudgeConfig(backbone=str(tiny_encoder), max_length=48, learning_rate=2e-3, epochs=3, batch_texts=8,
+                      warmup_ratio=0.0)
+    train_judge("reward", train, test, cfg, out=tmp_path / "rm", progress=False)
+    frozen = JudgeConfig(**{**cfg.as_dict(), "freeze_layers": 1, "epochs": 1})  # the new run's settings apply
+    result = train_judge("ranker", train, test, frozen, out=tmp_path / "rk", init=tmp_path / "rm", progress=False)
+    assert not any(p.requires_grad for n, p in result.judge.model.named_parameters() if ".layer.0." in n)
+    assert result.metrics["test"]["accuracy"] >= 0.9
+    assert json.loads((tmp_path / "rk" / "judge.json").read_text())["init"] == str(tmp_path / "rm")
+
+
 def test_reward_batches_score_each_distinct_summary_once() -> None:
     pairs = [PreferencePair("p1", "a", "b"), PreferencePair("p1", "a", "c"), PreferencePair("p1", "b", "c"),
              PreferencePair("p2", "a", "b")]
@@ -153,6 +224,17 @@ def test_reward_batches_score_each_distinct_summary_once() -> None:
     chosen = [(b.documents[i], b.texts[i]) for i in b.chosen.tolist()]
     rejected = [(b.documents[i], b.texts[i]) for i in b.rejected.tolist()]
     assert sorted(zip(chosen, rejected)) == sorted(((p.prompt, p.chosen), (p.prompt, p.rejected)) for p in pairs)
+
+
+def test_ranker_batches_hold_whole_documents_in_both_orders() -> None:
+    pairs = _pairs(7, per_doc=3)
+    batches = ordered_batches(pairs, batch_texts=8, seed=0)
+    seen = [d for b in batches for d in dict.fromkeys(b.documents)]
+    assert sorted(seen) == sorted({p.prompt for p in pairs})  # every document in exactly one batch
+    assert all(len(b.segments) <= 8 for b in batches)
+    labelled = {(d, s, float(y)) for b in batches for d, s, y in zip(b.documents, b.segments, b.labels, strict=True)}
+    assert labelled == {(p.prompt, (p.chosen, p.rejected), 1.0) for p in pairs} | {
+        (p.prompt, (p.rejected, p.chosen), 0.0) for p in pairs}
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(tiny_encoder: Path, tmp_path: Path) -> None:
@@ -235,3 +317,14 @@ def test_freezing_the_lowest_layers(tiny_encoder: Path) -> None:
     trainable = {n for n, p in scorer.model.named_parameters() if p.requires_grad}
     assert not any("embeddings" in n or ".layer.0." in n for n in trainable)
     assert any(".layer.1." in n for n in trainable) and any(n.startswith("classifier") for n in trainable)
+
+
+def test_the_head_can_learn_at_its_own_rate(tiny_encoder: Path) -> None:
+    cfg = JudgeConfig(backbone=str(tiny_encoder), max_length=48, learning_rate=1e-7, head_learning_rate=1e-2,
+                      batch_texts=8, warmup_ratio=0.0, schedule="constant")
+    fresh = RewardScorer.load(tiny_encoder, cfg)
+    before = {n: p.detach().clone() for n, p in fresh.model.named_parameters()}
+    trained = train_judge("reward", _synthetic(16), [], cfg, out=None, progress=False).judge
+    moved = {n: float((p.detach() - before[n]).abs().max()) for n, p in trained.model.named_parameters()}
+    assert moved["classifier.weight"] > 1e-3  # Adam moves each weight by about its rate per step
+    assert max(v for n, v in moved.items() if not n.startswith("classifier")) < 1e-5

@@ -20,14 +20,13 @@ import torch
 
 from training.artifacts import atomic_dir, fingerprint
 from training.judge_metrics import pair_metrics
-from training.judge_config import JudgeConfig, unwrap_for_saving
+from training.judge_config import MANIFEST, JudgeConfig, head_names, unwrap_for_saving
 from training.loop import fit
 from training.preference_data import PreferencePair
 from training.ranker_model import PairwiseRanker, ordered_batches
 from training.reward_model import RewardScorer, group_batches
 
 KINDS = ("reward", "ranker")
-MANIFEST = "judge.json"
 
 
 @dataclass
@@ -41,13 +40,15 @@ def data_fingerprint(pairs: Sequence[PreferencePair]) -> str:
     return fingerprint([(p.prompt, p.chosen, p.rejected, str(p.margin), str(p.weight)) for p in pairs])
 
 
-def load_judge(kind: str, spec: str | Path, cfg: JudgeConfig | None = None, *,
-               device: str = "auto") -> RewardScorer | PairwiseRanker:
-    """A saved judge (its own settings apply) or a fresh head on a backbone."""
+def load_judge(kind: str, spec: str | Path, cfg: JudgeConfig | None = None, *, device: str = "auto",
+               warm_start: bool = False) -> RewardScorer | PairwiseRanker:
+    """A saved judge (its own settings apply) or a fresh head on a backbone. A warm start takes
+    a saved judge of either kind (both are a backbone with a scalar head) and sets it up with
+    `cfg`, the settings of the training to come."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}")
     manifest = Path(spec) / MANIFEST
-    if manifest.is_file():
+    if manifest.is_file() and not warm_start:
         saved = json.loads(manifest.read_text())
         if saved["kind"] != kind:
             raise ValueError(f"{spec} is a {saved['kind']} model, not a {kind} model")
@@ -73,14 +74,15 @@ def train_judge(kind: str, train: Sequence[PreferencePair], test: Sequence[Prefe
                 stop_after: int | None = None, extra: dict[str, Any] | None = None) -> JudgeResult:
     """Train a judge on `train`, measure it on `test`, and save it to `out` (when given).
 
-    `init` warm-starts from a saved judge of the same kind instead of the backbone. With
+    `init` warm-starts from a saved judge instead of the backbone: the previous version, or the
+    reward model for a ranker. With
     `stop_after` the run stops after that many optimizer steps, keeping its checkpoint, as an
     interruption would; calling again with the same arguments resumes it.
     """
     if not train:
         raise ValueError("no training pairs")
     torch.manual_seed(cfg.seed)  # a fresh head starts the same way every time, so a resumed run matches
-    judge = load_judge(kind, init or cfg.backbone, cfg)
+    judge = load_judge(kind, init or cfg.backbone, cfg, warm_start=True)
     data_hash = data_fingerprint(train)
     run_key = hashlib.sha1(json.dumps([cfg.as_dict(), str(init), data_hash]).encode()).hexdigest()[:12]
     # keyed by what is trained, not by the name: the same command run again resumes
@@ -93,8 +95,13 @@ def train_judge(kind: str, train: Sequence[PreferencePair], test: Sequence[Prefe
             return ordered_batches(train, cfg.batch_texts, cfg.seed + epoch)
     if checkpoints is not None:
         checkpoints.mkdir(parents=True, exist_ok=True)
+    head = head_names(judge.model)
+
+    def lr_of(name: str) -> float:
+        return cfg.head_learning_rate if name in head and cfg.head_learning_rate > 0 else cfg.learning_rate
+
     result = fit(judge.model, batches, lambda model, b: judge.batch_loss(b, cfg, model), cfg, checkpoint_dir=checkpoints,
-                 desc=f"train {kind}", progress=progress, stop_after=stop_after)
+                 desc=f"train {kind}", progress=progress, stop_after=stop_after, lr_of=lr_of)
     metrics: dict[str, Any] = {"train_pairs": len(train), "train_seconds": result.seconds,
                                "optimizer_steps": result.steps, "final_loss": result.last_loss,
                                "loss_history": result.history}

@@ -74,16 +74,22 @@ class FitResult:
 def fit(model: PreTrainedModel, epoch_batches: Callable[[int], Sequence[B]],
         step: Callable[[PreTrainedModel, B], StepOutput], cfg: LoopConfig, *,
         checkpoint_dir: Path | None = None, desc: str = "train", progress: bool = True,
-        stop_after: int | None = None) -> FitResult:
+        stop_after: int | None = None, lr_of: Callable[[str], float] | None = None) -> FitResult:
     """Train `model` in place. `stop_after` ends the run after that many optimizer steps (as an
-    interruption would), keeping the checkpoint taken there."""
+    interruption would), keeping the checkpoint taken there. `lr_of` gives a parameter (by
+    name) its own peak learning rate; the schedule scales every rate alike."""
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision)
     torch.manual_seed(cfg.seed)
     plan = [list(epoch_batches(e))[accelerator.process_index::accelerator.num_processes] for e in range(cfg.epochs)]
     total_batches = sum(len(p) for p in plan)
     total_steps = max(1, math.ceil(total_batches / cfg.grad_accum))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault(lr_of(name) if lr_of else cfg.learning_rate, []).append(p)
+    params = [p for ps in groups.values() for p in ps]
+    optimizer = torch.optim.AdamW([{"params": ps, "lr": lr} for lr, ps in groups.items()], lr=cfg.learning_rate,
+                                  weight_decay=cfg.weight_decay)
     scheduler = get_scheduler("constant_with_warmup" if cfg.schedule == "constant" else cfg.schedule, optimizer,
                               num_warmup_steps=int(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,3 +104,25 @@ def split_newest_round(pairs: Sequence[PreferencePair]) -> tuple[list[Preference
     newest = max(rounds)
     held = {p.key for p in pairs if p.round == newest}
     return [p for p in pairs if p.key not in held], [p for p in pairs if p.key in held]
+
+
+def document_batches(pairs: Sequence[PreferencePair], size: Callable[[list[PreferencePair]], int], budget: int,
+                     seed: int) -> list[list[PreferencePair]]:
+    """Pairs grouped by document, documents shuffled, and filled into batches of about `budget`
+    inputs as `size` counts them. A document is never split across batches, so the judges read
+    its post once for all its summaries (a document larger than the budget gets a batch alone)."""
+    by_doc: dict[str, list[PreferencePair]] = {}
+    for p in pairs:
+        by_doc.setdefault(p.key, []).append(p)
+    keys = sorted(by_doc)
+    random.Random(seed).shuffle(keys)
+    batches: list[list[PreferencePair]] = []
+    used = 0
+    for key in keys:
+        n = size(by_doc[key])
+        if not batches or (batches[-1] and used + n > budget):
+            batches.append([])
+            used = 0
+        batches[-1].extend(by_doc[key])
+        used += n
+    return batches

@@ -4,21 +4,20 @@ Loss (Llama 2): -log σ(r(x, y+) - r(x, y-) - m), with m the pair's margin when 
 averaged over pairs (weighted by the export's weights when asked). A batch holds the pairs of a
 few documents and scores each distinct (document, summary) once: TL;DR comparisons reuse the
 same summaries in several pairs (7,260 pairs over 5,057 distinct summaries), so chosen and
-rejected sides scored together take about a third of the forward passes of two per pair.
+rejected sides scored together take about a third of the forward passes of two per pair, and
+the post of those summaries passes through the backbone once (`judge_inputs`).
 """
 from __future__ import annotations
 
-import random
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from training.judge_config import JudgeConfig, ScalarJudge
+from training.judge_config import JudgeConfig, ScalarJudge, chunks_by_document
 from training.loop import StepOutput
-from training.preference_data import PreferencePair
+from training.preference_data import PreferencePair, document_batches
 
 
 def preference_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | None = None,
@@ -44,25 +43,11 @@ class ScoredBatch:
 
 
 def group_batches(pairs: Sequence[PreferencePair], batch_texts: int, seed: int) -> list[ScoredBatch]:
-    """Pairs grouped by document, documents shuffled, and filled into batches of about
-    `batch_texts` distinct inputs (a document with more distinct summaries gets a batch of its
-    own rather than being split, so its shared summaries stay in one forward pass)."""
-    by_doc: dict[str, list[PreferencePair]] = defaultdict(list)
-    for p in pairs:
-        by_doc[p.key].append(p)
-    keys = sorted(by_doc)
-    random.Random(seed).shuffle(keys)
-    batches, current, size = [], [], 0
-    for key in keys:
-        n = len({t for p in by_doc[key] for t in (p.chosen, p.rejected)})
-        if current and size + n > batch_texts:
-            batches.append(_scored_batch(current))
-            current, size = [], 0
-        current.extend(by_doc[key])
-        size += n
-    if current:
-        batches.append(_scored_batch(current))
-    return batches
+    """Batches of whole documents with about `batch_texts` distinct inputs each."""
+    def distinct(doc_pairs: list[PreferencePair]) -> int:
+        return len({t for p in doc_pairs for t in (p.chosen, p.rejected)})
+
+    return [_scored_batch(b) for b in document_batches(pairs, distinct, batch_texts, seed)]
 
 
 def _scored_batch(pairs: list[PreferencePair]) -> ScoredBatch:
@@ -85,13 +70,19 @@ class RewardScorer(ScalarJudge):
     @torch.no_grad()
     def score(self, documents: Sequence[str], texts: Sequence[str], batch_size: int = 32) -> list[float]:
         self.model.eval()
-        out: list[float] = []
-        for i in range(0, len(texts), batch_size):
-            out.extend(self.head(documents[i:i + batch_size], texts[i:i + batch_size]).tolist())
-        return out
+        scores = [0.0] * len(texts)
+        for chunk in chunks_by_document(documents, batch_size):
+            for k, score in zip(chunk, self.rewards([documents[k] for k in chunk], [texts[k] for k in chunk]).tolist(),
+                                strict=True):
+                scores[k] = score
+        return scores
+
+    def rewards(self, documents: Sequence[str], texts: Sequence[str], model: torch.nn.Module | None = None
+                ) -> torch.Tensor:
+        return self.part_scores(documents, [[t] for t in texts], model)[:, 0]
 
     def batch_loss(self, batch: ScoredBatch, cfg: JudgeConfig, model: torch.nn.Module | None = None) -> StepOutput:
-        scores = self.head(batch.documents, batch.texts, model)
+        scores = self.rewards(batch.documents, batch.texts, model)
         dev = scores.device
         chosen, rejected = scores[batch.chosen.to(dev)], scores[batch.rejected.to(dev)]
         loss = preference_loss(chosen, rejected, batch.margin.to(dev) if cfg.use_margin else None,
