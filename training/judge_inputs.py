@@ -129,9 +129,10 @@ class JudgeCollator:
                 mask[r, 0, start:end, start:end] = block if self.encoder else block.tril()
                 if reads_post:
                     mask[r, 0, start:end, :post_end] = True
+            post_row = first_row[rows[r][0]]
             for i, seg_spans in zip(members, row.spans, strict=True):
                 parts[i] = [(r, s, e) for s, e in seg_spans]
-                posts[i] = (first_row[rows[r][0]], 0, built[first_row[rows[r][0]]].post_end)
+                posts[i] = (post_row, 0, built[post_row].post_end)
         return PackedBatch(input_ids, mask, position_ids, token_types if self.encoder else None, parts, posts)
 
     def _row(self, doc: list[int], segments: list[list[list[int]]], with_post: bool) -> _Row:
