@@ -16,6 +16,7 @@ Aggregation, per task (gold tasks and flagged raters left out):
 """
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,16 @@ def format_post(subreddit: str | None, title: str | None, text: str) -> str:
     parts = [f"SUBREDDIT: r/{subreddit}" if subreddit else None, f"TITLE: {title}" if title else None,
              f"POST: {text}"]
     return "\n".join(p for p in parts if p)
+
+
+LAYOUT_MARKER = re.compile(r"\b(?:SUBREDDIT|TITLE|POST):")
+
+
+def repeats_layout(summary: str) -> bool:
+    """Whether a summary restates the prompt's layout lines (SUBREDDIT: / TITLE: / POST:) rather
+    than summarising: none of the 14,520 summaries of the TL;DR comparisons does, a small policy
+    often does, and a judge trained on human comparisons has never seen one."""
+    return LAYOUT_MARKER.search(summary) is not None
 
 
 def _prompt_parts(prompt: str) -> tuple[str, str | None, str | None] | None:

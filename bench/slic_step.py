@@ -126,7 +126,7 @@ def run_method(method: str, batch: int, steps: int) -> dict[str, object]:
         before = torch.cuda.memory_allocated()
     # memory is watched from before the first step: what a step needs on top of the weights
     with PeakRss() as rss:
-        one_step()  # warm-up: allocator, kernels; not timed
+        first_loss = one_step()  # warm-up: allocator, kernels; not timed
         opt.step()
         opt.zero_grad()
         start = time.perf_counter()
@@ -140,7 +140,8 @@ def run_method(method: str, batch: int, steps: int) -> dict[str, object]:
     peak = (torch.cuda.max_memory_allocated() - before) if device.type == "cuda" else rss.peak - rss.start
     return {"method": method, "seconds_per_step": seconds, "pairs_per_s": batch / seconds,
             "sequences_per_s": sequences / seconds, "tokens_per_s": tokens / seconds,
-            "peak_memory_mib": peak / 2**20, "device": str(device)}
+            "peak_memory_mib": peak / 2**20, "device": str(device),
+            "first_loss": first_loss}  # the same data and weights: how far bf16 moves the loss
 
 
 def main() -> None:
@@ -167,6 +168,9 @@ def main() -> None:
     if "dpo-hinge" in results and "slic" in results:
         summary["slic_vs_dpo_throughput"] = results["slic"]["pairs_per_s"] / results["dpo-hinge"]["pairs_per_s"]
         summary["slic_vs_dpo_peak_memory"] = results["slic"]["peak_memory_mib"] / results["dpo-hinge"]["peak_memory_mib"]
+    if "slic-bf16" in results and "slic" in results:
+        summary["bf16_vs_fp32_throughput"] = results["slic-bf16"]["pairs_per_s"] / results["slic"]["pairs_per_s"]
+        summary["bf16_vs_fp32_loss_difference"] = results["slic-bf16"]["first_loss"] - results["slic"]["first_loss"]
     summary.update(date=datetime.now(UTC).isoformat(timespec="seconds"), cpus=os.cpu_count(),
                    python=platform.python_version())
     print(json.dumps(summary, indent=2))

@@ -91,6 +91,35 @@ def test_rank_by_scores_pairs_the_best_with_the_rest() -> None:
     assert result.pairs[0].confidence == pytest.approx(1 / (1 + math.exp(0.1 - 2.0)))
 
 
+def test_a_candidate_that_repeats_the_prompt_layout_loses_to_every_summary() -> None:
+    from annotate.export import format_post, repeats_layout
+
+    texts = ["my dog barks at night", format_post("pets", "Dog", "my dog barks all night long"), "dog is loud",
+             "TITLE: Dog POST: my dog"]
+    demoted = [repeats_layout(t) for t in texts]
+    assert demoted == [False, True, False, True]
+    # the reward model likes the copy best; the copy still ranks below both summaries
+    by_score = rank_by_scores([0.5, 3.0, 0.2, 2.0], demoted)
+    assert by_score.best == 0
+    assert [(p.better, p.worse, round(p.confidence, 3)) for p in by_score.pairs] == [
+        (0, 2, round(1 / (1 + math.exp(0.2 - 0.5)), 3)), (0, 1, 1.0), (0, 3, 1.0)]
+    # a ranker that prefers longer texts picks a copy over a summary; the rule overturns that
+    by_games = tournament(4, lambda games: [0.9 if len(texts[a]) > len(texts[b]) else 0.1 for a, b in games], demoted)
+    assert not demoted[by_games.best] and len(by_games.pairs) == 3
+    assert all(not demoted[p.better] for p in by_games.pairs if demoted[p.better] != demoted[p.worse])
+    assert [p.confidence for p in by_games.pairs if demoted[p.worse] and not demoted[p.better]] == [1.0, 1.0]
+    with pytest.raises(ValueError, match="3 demotion flags for 4 candidates"):
+        rank_by_scores([0.0] * 4, demoted[:3])
+
+
+def test_no_human_summary_of_the_tldr_comparisons_repeats_the_layout() -> None:
+    from annotate.export import repeats_layout
+
+    rows = [json.loads(line) for line in (TLDR / "pairs_train.jsonl").read_text().splitlines()]
+    assert len(rows) == 7260 and all(repeats_layout(r["prompt"]) for r in rows)
+    assert not any(repeats_layout(r[side]) for r in rows for side in ("chosen", "rejected"))
+
+
 def test_inputs_keep_the_summary_whole(tiny_encoder: Path, tiny_lm: Path) -> None:
     from training.loading import load_tokenizer
 

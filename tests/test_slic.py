@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from annotate.errors import InvalidInput
 from training.loading import load_causal_lm, load_tokenizer
 from training.slic_collator import SlicCollator, SlicExample
 from training.slic_config import SlicConfig
@@ -132,6 +133,10 @@ def test_a_round_end_to_end_on_tiny_models(tiny_lm: Path, tiny_encoder: Path, tm
     assert records and all(len(r.pairs) == len(r.candidates) - 1 for r in records)  # a tournament each
     again = run_sample_rank(base, docs, "ranker", str(tiny_encoder), files, sampling=sampling, progress=False)
     assert len(read_round(files.data)) == len(records) and [r.candidates for r in again] == [r.candidates for r in records]
+    before = files.data.read_bytes()
+    with pytest.raises(InvalidInput, match="ranked by ranker:.*not by reward:") as refused:
+        run_sample_rank(base, docs, "reward", str(tiny_encoder), files, sampling=sampling, progress=False)
+    assert refused.value.file == str(files.data) and files.data.read_bytes() == before  # nothing mixed in
     cfg = SlicConfig(lora_r=4, batch_size=2, learning_rate=1e-3, max_target_tokens=16)
     trained = run_train(base, records, cfg, files, progress=False)
     assert (files.adapter / "adapter_config.json").exists() and trained.metrics["pairs"] > 0
@@ -143,6 +148,7 @@ def test_a_round_end_to_end_on_tiny_models(tiny_lm: Path, tiny_encoder: Path, tm
         assert stats["pairs"] == 4 and 0 <= stats["win_rate"] <= 1
         assert "new_vs_reference" in result["judged_by"][judge]
     assert set(result["reference_logprob"]) == {"new", "previous"}
+    assert all(0 <= share <= 1 for share in result["repeats_layout"].values())
     assert json.loads(files.evaluation.read_text())["documents"] == 4
     merged = merge_adapter(tiny_lm, files.adapter, tmp_path / "merged")
     ids = torch.tensor([[5, 6, 7, 8]])
@@ -150,6 +156,25 @@ def test_a_round_end_to_end_on_tiny_models(tiny_lm: Path, tiny_encoder: Path, tm
         a = load_causal_lm(tiny_lm, device="cpu", adapter=files.adapter)(input_ids=ids).logits
         b = load_causal_lm(merged, device="cpu")(input_ids=ids).logits
     assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_win_rates_overrule_the_judge_where_a_sample_restates_the_layout(tiny_encoder: Path) -> None:
+    from annotate.export import format_post
+    from training.judges import load_judge
+    from training.slic_eval import win_rates
+
+    judge = load_judge("reward", str(tiny_encoder), device="cpu")
+    posts = ["my dog barks all night", "the cat knocks cups over", "rent went up again"]
+    summaries = ["dog barks at night", "cat breaks cups", "rent is up"]
+    copies = [format_post("advice", "Help", post) for post in posts]
+    ahead = win_rates(judge, posts, summaries, copies)
+    assert ahead["win_rate"] == 1.0 and ahead["pairs"] == 3
+    behind = win_rates(judge, posts, copies, summaries)
+    assert behind["win_rate"] == 0.0
+    # the judge's own verdicts are kept beside: one order is the other's complement
+    assert behind["judge_alone_win_rate"] == pytest.approx(1 - ahead["judge_alone_win_rate"])
+    plain = win_rates(judge, posts, summaries, summaries[::-1])
+    assert plain["win_rate"] == plain["judge_alone_win_rate"]
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from training.loading import cache_kwarg, output_cache
 from training.prompts import DocPrompt, build_prompt, clean_summary, resolve_template
 
 
@@ -72,10 +73,10 @@ def sample_prompts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
                     position_ids=positions[:, :-1], use_cache=True)
-        cache = out.past_key_values
+        cache = output_cache(out)
         cache.batch_repeat_interleave(k)
         gen = model.generate(input_ids=ids.repeat_interleave(k, 0), attention_mask=mask.repeat_interleave(k, 0),
-                             cache=cache, **gen_kwargs)
+                             **{cache_kwarg(model): cache}, **gen_kwargs)
     else:
         gen = model.generate(input_ids=ids, attention_mask=mask, num_return_sequences=k, **gen_kwargs)
     new = gen[:, ids.shape[1]:].tolist()

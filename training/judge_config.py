@@ -75,6 +75,7 @@ def load_judge_model(spec: str | Path, cfg: JudgeConfig, device: str) -> tuple[P
         start_as_similarity(model)
     if cfg.lora_r > 0:
         model = add_lora(model, cfg)
+        scalar_head(model).float()  # the trainable head in fp32 over a bf16 base: small updates must not vanish
     return model, tokenizer
 
 
@@ -164,4 +165,6 @@ class ScalarJudge:
         if not self.read_post:  # two towers: the head weighs the agreement of summary and post
             post = torch.stack([pool(*span) for span in batch.posts])[:, None, :]
             pooled = F.normalize(pooled, dim=-1) * F.normalize(post, dim=-1)
-        return scalar_head(model)(pooled)[..., 0].float()
+        head = scalar_head(model)
+        # the backbone's output is fp32 under mixed precision (accelerate) and bf16 without it
+        return head(pooled.to(next(head.parameters()).dtype))[..., 0].float()

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from annotate.export import ExportConfig, format_post, preference_pairs
+from annotate.export import ExportConfig, format_post, preference_pairs, repeats_layout
 from db.models import (
     Candidate,
     CandidateScore,
@@ -74,10 +74,13 @@ def documents_to_score(db: Session, version: ModelVersion, document_ids: Sequenc
 
 
 def rank_candidates(judge: RewardScorer | PairwiseRanker, prompt: str, texts: Sequence[str]) -> Ranking:
-    """Reward model: score and sort. Ranking model: a tournament, m - 1 comparisons."""
+    """Reward model: score and sort. Ranking model: a tournament, m - 1 comparisons. Either way a
+    candidate that repeats the prompt's layout ranks below every one that does not."""
+    demoted = [repeats_layout(t) for t in texts]
     if isinstance(judge, RewardScorer):
-        return rank_by_scores(judge.score([prompt] * len(texts), list(texts)))
-    return tournament(len(texts), lambda games: judge.prefer([(prompt, texts[a], texts[b]) for a, b in games]))
+        return rank_by_scores(judge.score([prompt] * len(texts), list(texts)), demoted)
+    return tournament(len(texts), lambda games: judge.prefer([(prompt, texts[a], texts[b]) for a, b in games]),
+                      demoted)
 
 
 def ranking_scores(best: int, winners: Sequence[int], scores: Sequence[float] | None,

@@ -6,11 +6,14 @@ file and later loads read that folder in under a second.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -102,6 +105,18 @@ def _wrap_errors(spec: str | Path, exc: Exception) -> ModelLoadError:
             " It is not a local folder or GGUF file, so it was looked up as a hub id;"
             " on a machine without the hub, pass a local folder or run `calibra models fetch`.")
     return ModelLoadError(f"cannot load model {spec!s}: {type(exc).__name__}: {exc}.{hint}")
+
+
+def cache_kwarg(model: torch.nn.Module) -> str:
+    """The argument that takes a KV cache: transformers renamed `past_key_values` to `cache` within
+    5.x, and a model given the other name ignores it silently (its keyword arguments absorb it)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def output_cache(output: Mapping[str, Any]) -> Any:
+    """The KV cache a forward pass returned, under the name of the installed version."""
+    return output["cache"] if "cache" in output else output["past_key_values"]
 
 
 def load_tokenizer(spec: str | Path, *, padding_side: str = "left") -> PreTrainedTokenizerBase:

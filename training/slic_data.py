@@ -83,8 +83,14 @@ def read_round(path: Path) -> list[RankedDocument]:
 def sample_rank(docs: Sequence[RoundDocument], sample: Callable[[list[DocPrompt]], Iterator[tuple[DocPrompt, list[str]]]],
                 rank: Callable[[str, list[str]], Ranking], judge: str, out: Path,
                 on_document: Callable[[RankedDocument], None] | None = None) -> list[RankedDocument]:
-    """Sample and rank every document not yet in `out`, appending each as it is done."""
-    done = {r.document.key: r for r in read_round(out)} if out.exists() else {}
+    """Sample and rank every document not yet in `out`, appending each as it is done; a resumed
+    file must have been ranked by the same judge (a round's pairs come from one judge)."""
+    records = read_round(out) if out.exists() else []
+    for number, record in enumerate(records, start=1):
+        if record.judge != judge:
+            raise InvalidInput(f"ranked by {record.judge}, not by {judge}: resume with the same judge, or start "
+                               "the round in a new folder", file=str(out), line=number)
+    done = {r.document.key: r for r in records}
     todo = [d for d in docs if d.key not in done]
     by_key = {d.key: d for d in todo}
     out.parent.mkdir(parents=True, exist_ok=True)

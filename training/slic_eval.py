@@ -5,7 +5,9 @@ settings and seed), and the human reference when there is one. Reported per judg
 new over previous and of each policy over the reference, the length-controlled win rate (only
 pairs whose lengths are within 20% of each other, where length cannot decide), mean length in
 tokens and words, and the mean log-probability of the reference under each policy (a drift
-check: calibration should not make the human summary unlikely).
+check: calibration should not make the human summary unlikely). Win rates decide as the round's
+ranking does: a sample that restates the prompt's layout loses to one that summarises, whatever
+the judge says; the judge's own verdicts are reported beside them.
 """
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from annotate.export import repeats_layout
 from training.judge_metrics import SIMILAR_LENGTH, words
 from training.ranker_model import PairwiseRanker
+from training.ranking import overrule
 from training.reward_model import RewardScorer
 from training.slic_collator import SlicCollator
 from training.slic_loss import continuation_logprobs
@@ -33,12 +37,18 @@ def preferences(judge: RewardScorer | PairwiseRanker, posts: Sequence[str], a: S
 
 def win_rates(judge: RewardScorer | PairwiseRanker, posts: Sequence[str], a: Sequence[str],
               b: Sequence[str]) -> dict[str, Any]:
-    wins = preferences(judge, posts, a, b)
+    """Win rate of a over b as the round's ranking decides: the judge, overruled where one side
+    restates the prompt's layout (it loses); `judge_alone_win_rate` is the judge unruled."""
+    alone = preferences(judge, posts, a, b)
+    wins = [overrule(w, repeats_layout(x), repeats_layout(y)) for w, x, y in zip(alone, a, b, strict=True)]
     similar = [w for w, x, y in zip(wins, a, b, strict=True)
                if abs(words(x) - words(y)) <= SIMILAR_LENGTH * max(words(x), words(y), 1)]
-    return {"win_rate": sum(wins) / len(wins) if wins else None, "pairs": len(wins),
-            "length_controlled_win_rate": sum(similar) / len(similar) if similar else None,
-            "similar_length_pairs": len(similar)}
+    return {"win_rate": _mean(wins), "judge_alone_win_rate": _mean(alone), "pairs": len(wins),
+            "length_controlled_win_rate": _mean(similar), "similar_length_pairs": len(similar)}
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
+from training.loading import cache_kwarg, output_cache
 from training.slic_config import SlicConfig
 
 
@@ -70,12 +71,12 @@ def continuation_logprobs(model: PreTrainedModel, prompt_ids: torch.Tensor, prom
     b, k = prompt_ids.shape[0], targets.shape[0] // prompt_ids.shape[0]
     prompt_pos = (prompt_mask.cumsum(1) - 1).clamp_min(0)
     out = decoder(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_pos, use_cache=True)
-    cache = out.past_key_values
+    cache = output_cache(out)
     cache.batch_repeat_interleave(k)
     lengths = prompt_mask.sum(1).repeat_interleave(k)
     positions = lengths[:, None] + torch.arange(targets.shape[1], device=targets.device)[None]
     mask = torch.cat([prompt_mask.repeat_interleave(k, dim=0), target_mask], dim=1)
-    cont = decoder(input_ids=targets, attention_mask=mask, position_ids=positions, cache=cache,
+    cont = decoder(input_ids=targets, attention_mask=mask, position_ids=positions, **{cache_kwarg(decoder): cache},
                    use_cache=False).last_hidden_state
     # the first target token is predicted from the prompt's last position, the others from the one before
     last = out.last_hidden_state[:, -1].repeat_interleave(k, dim=0)

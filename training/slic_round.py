@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-
 from tqdm.auto import tqdm
 
+from annotate.export import repeats_layout
 from training.artifacts import write_json
 from training.generation import SamplingConfig, generate
 from training.judges import load_judge
@@ -119,6 +119,9 @@ def run_evaluation(new: Policy, previous: Policy, docs: Sequence[RoundDocument],
         "documents": len(docs),
         "judged_by": compare_policies(loaded, posts, texts["new"], texts["previous"], refs),
         "length": {label: length_stats(tokenizer, t) for label, t in texts.items()},
+        # share of samples that restate the prompt's layout instead of summarising (the judges
+        # cannot tell; win rates overrule them there, as the ranking does)
+        "repeats_layout": {label: sum(map(repeats_layout, t)) / max(1, len(t)) for label, t in texts.items()},
         "reference_logprob": logprob,
         "seconds": time.perf_counter() - started,
         "samples": [{"key": d.key, "new": n, "previous": p} for d, n, p in zip(docs, texts["new"], texts["previous"],
@@ -138,9 +141,11 @@ def evaluation_summary(result: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers of an evaluation (for a model version's metrics and the CLI)."""
     out: dict[str, Any] = {"documents": result["documents"], "length_change": result["length_change"],
                            "mean_words": {k: v["mean_words"] for k, v in result["length"].items()},
-                           "reference_logprob": result["reference_logprob"]}
+                           "reference_logprob": result["reference_logprob"],
+                           "repeats_layout": result.get("repeats_layout")}
     for name, judged in result["judged_by"].items():
         for comparison, stats in judged.items():
             out[f"{name}_{comparison}_win_rate"] = stats["win_rate"]
+            out[f"{name}_{comparison}_judge_alone"] = stats["judge_alone_win_rate"]
             out[f"{name}_{comparison}_length_controlled"] = stats["length_controlled_win_rate"]
     return out
