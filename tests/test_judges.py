@@ -13,6 +13,7 @@ from annotate.errors import InvalidInput
 from training.artifacts import atomic_dir
 from training.judge_inputs import JudgeCollator
 from training.judge_config import SIMILARITY_SCALE, JudgeConfig
+from training.judge_store import ranking_scores
 from training.judges import load_judge, train_judge
 from training.preference_data import PreferencePair, read_pairs, split_by_document, split_newest_round
 from training.ranker_model import PairwiseRanker, ordered_batches
@@ -108,6 +109,9 @@ def test_a_candidate_that_repeats_the_prompt_layout_loses_to_every_summary() -> 
     assert not demoted[by_games.best] and len(by_games.pairs) == 3
     assert all(not demoted[p.better] for p in by_games.pairs if demoted[p.better] != demoted[p.worse])
     assert [p.confidence for p in by_games.pairs if demoted[p.worse] and not demoted[p.better]] == [1.0, 1.0]
+    # stored ranks (calibra score, sample-rank) keep the restatements last, the reward model's order aside
+    stored = ranking_scores(by_score.best, [p.better for p in by_score.pairs], [0.5, 3.0, 0.2, 2.0], texts)
+    assert [rank for _, rank in stored] == [1, 3, 2, 4] and stored[1][0] == 3.0
     with pytest.raises(ValueError, match="3 demotion flags for 4 candidates"):
         rank_by_scores([0.0] * 4, demoted[:3])
 

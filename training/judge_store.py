@@ -84,16 +84,19 @@ def rank_candidates(judge: RewardScorer | PairwiseRanker, prompt: str, texts: Se
 
 
 def ranking_scores(best: int, winners: Sequence[int], scores: Sequence[float] | None,
-                   m: int) -> list[tuple[float, int]]:
+                   texts: Sequence[str]) -> list[tuple[float, int]]:
     """(score, rank) per candidate of a ranking: the reward itself, or else the number of
-    comparisons won (`winners` holds the better side of each); rank 1 is `best`."""
+    comparisons won (`winners` holds the better side of each); rank 1 is `best`, and candidates
+    that restate the prompt's layout come after all others, as in the ranking."""
+    m = len(texts)
     if scores is not None:
         scores = list(scores)
     else:
         scores = [0.0] * m
         for i in winners:
             scores[i] += 1
-    order = sorted(range(m), key=lambda i: (i != best, -scores[i]))
+    demoted = [repeats_layout(t) for t in texts]
+    order = sorted(range(m), key=lambda i: (i != best, demoted[i], -scores[i]))
     ranks = {i: r + 1 for r, i in enumerate(order)}
     return [(scores[i], ranks[i]) for i in range(m)]
 
@@ -103,7 +106,7 @@ def score_document(db: Session, judge: RewardScorer | PairwiseRanker, version: M
     """Rank one document's candidates and store a score and rank for each; returns how many."""
     prompt = format_post(doc.subreddit, doc.title, doc.text)
     ranking = rank_candidates(judge, prompt, [c.text for c in cands])
-    result = ranking_scores(ranking.best, [p.better for p in ranking.pairs], ranking.scores, len(cands))
+    result = ranking_scores(ranking.best, [p.better for p in ranking.pairs], ranking.scores, [c.text for c in cands])
     ids = [c.id for c in cands]
     db.execute(delete(CandidateScore).where(CandidateScore.model_version_id == version.id,
                                             CandidateScore.candidate_id.in_(ids)))

@@ -38,7 +38,7 @@ def store_ranked(db: Session, policy: ModelVersion, judge: ModelVersion | None, 
         return 0
     ids = dict(db.execute(select(Candidate.text, Candidate.id).where(Candidate.document_id == document_id)).all())
     verdicts = ranking_scores(record.best, [better for better, _, _ in record.pairs], record.scores or None,
-                              len(record.candidates))
+                              record.candidates)
     stored = 0
     for text, (score, rank) in zip(record.candidates, verdicts, strict=True):
         cid = ids.get(text)
