@@ -62,7 +62,7 @@ def rank_by_scores(scores: Sequence[float], demoted: Sequence[bool] = ()) -> Ran
     low = _flags(demoted, len(scores))
     order = sorted(range(len(scores)), key=lambda i: (low[i], -scores[i]))
     best = order[0]
-    pairs = [RankedPair(best, i, 1.0 if low[i] and not low[best] else 1 / (1 + math.exp(scores[i] - scores[best])))
+    pairs = [RankedPair(best, i, overrule(1 / (1 + math.exp(scores[i] - scores[best])), low[best], low[i]))
              for i in order[1:]]
     return Ranking(best, pairs, list(scores))
 

@@ -142,7 +142,7 @@ def evaluation_summary(result: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"documents": result["documents"], "length_change": result["length_change"],
                            "mean_words": {k: v["mean_words"] for k, v in result["length"].items()},
                            "reference_logprob": result["reference_logprob"],
-                           "repeats_layout": result.get("repeats_layout")}
+                           "repeats_layout": result["repeats_layout"]}
     for name, judged in result["judged_by"].items():
         for comparison, stats in judged.items():
             out[f"{name}_{comparison}_win_rate"] = stats["win_rate"]
