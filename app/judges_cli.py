@@ -80,6 +80,7 @@ def train(
     from training.judge_store import pairs_from_database, register_judge
     from training.judge_config import JudgeConfig
     from training.judges import train_judge
+    from training.loop import is_main_process
     from training.preference_data import read_pairs, split_by_document, split_newest_round
 
     kind = _kind(kind)
@@ -120,6 +121,8 @@ def train(
             raise CliError(f"a model version named {name!r} exists already; pick another --name")
     result = train_judge(kind, train_pairs, test_pairs, cfg, out=out, init=init_path,
                          extra={**snapshot, "split": split, "test_pairs": len(test_pairs)})
+    if not is_main_process():  # `accelerate launch`: the main process registers what all of them trained
+        return
     with ctx.transaction() as db:
         version = register_judge(db, kind, name, str(out), cfg.backbone, config=cfg.as_dict(),
                                  metrics={k: v for k, v in result.metrics.items() if k != "data_snapshot"},

@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 from training.defaults import ENCODER
-from training.judge_metrics import pair_metrics
 from training.judge_config import JudgeConfig
 from training.judges import train_judge
 from training.preference_data import read_pairs, split_by_document

@@ -361,3 +361,65 @@ def test_the_head_can_learn_at_its_own_rate(tiny_encoder: Path) -> None:
     moved = {n: float((p.detach() - before[n]).abs().max()) for n, p in trained.model.named_parameters()}
     assert moved["classifier.weight"] > 1e-3  # Adam moves each weight by about its rate per step
     assert max(v for n, v in moved.items() if not n.startswith("classifier")) < 1e-5
+
+
+def test_every_process_gets_the_same_number_of_batches() -> None:
+    from training.loop import even_share
+
+    assert even_share([0, 1, 2, 3, 4], 2) == [0, 1, 2, 3, 4, 0]
+    assert even_share([0, 1, 2, 3], 2) == [0, 1, 2, 3]
+    assert even_share([0], 3) == [0, 0, 0]
+    assert even_share([7, 8], 1) == [7, 8]
+
+
+def test_several_processes_train_one_model_and_register_it_once(env: Path, tiny_encoder: Path) -> None:
+    """`accelerate launch` on several devices runs the same command in every process: they must
+    train one model together (the same one a single process gets by accumulating their batches)
+    and register it once. Two CPU processes under torchrun stand in for two GPUs."""
+    import os
+    import subprocess
+    import sys
+
+    from transformers import AutoConfig, AutoTokenizer, BertModel
+
+    # without dropout, the two runs see exactly the same arithmetic
+    config = AutoConfig.from_pretrained(tiny_encoder, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    backbone = env / "encoder"
+    BertModel.from_pretrained(tiny_encoder, config=config).save_pretrained(backbone)
+    AutoTokenizer.from_pretrained(tiny_encoder).save_pretrained(backbone)
+    data = env / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) + "\n"
+                            for p in _synthetic(40)))
+    common = ["train", "reward", "--data", str(data), "--backbone", str(backbone), "--batch-texts", "4",
+              "--learning-rate", "1e-3", "--json"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "app.cli"]
+    run_env = {**os.environ, "ACCELERATE_USE_CPU": "true", "CALIBRA_MODELS_DIR": str(env / "models"),
+               "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    two = subprocess.run([*launch, *common, "--name", "two"], capture_output=True, text=True, env=run_env,
+                         timeout=600, check=False)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert json.loads(two.stdout)["model_version"] == "two"  # one process prints, one registers
+    one = subprocess.run([sys.executable, "-m", "app.cli", *common, "--name", "one", "--grad-accum", "2"],
+                         capture_output=True, text=True, env=run_env, timeout=600, check=False)
+    assert one.returncode == 0, one.stderr[-3000:]
+
+    from safetensors.torch import load_file
+
+    from app.context import open_context
+    from db.models import ModelKind, ModelVersion
+
+    judges = env / "models" / "judges"
+    weights_two, weights_one = (load_file(judges / n / "model.safetensors") for n in ("two", "one"))
+    start = load_file(backbone / "model.safetensors")
+    moved = max(float((weights_two[k] - start[k.removeprefix("bert.")]).abs().max()) for k in weights_two
+                if k.removeprefix("bert.") in start)
+    assert moved > 1e-3  # training changed the weights ...
+    for name, tensor in weights_two.items():  # ... the same way in both runs
+        assert torch.allclose(tensor, weights_one[name], atol=1e-5), name
+    context = open_context()
+    with context.transaction() as db:
+        from sqlalchemy import select
+
+        names = db.scalars(select(ModelVersion.name).where(ModelVersion.kind == ModelKind.REWARD)).all()
+    context.engine.dispose()
+    assert sorted(names) == ["one", "two"]

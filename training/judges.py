@@ -21,7 +21,7 @@ import torch
 from training.artifacts import atomic_dir, fingerprint
 from training.judge_metrics import pair_metrics
 from training.judge_config import MANIFEST, JudgeConfig, head_names, unwrap_for_saving
-from training.loop import fit
+from training.loop import fit, is_main_process
 from training.preference_data import PreferencePair
 from training.ranker_model import PairwiseRanker, ordered_batches
 from training.reward_model import RewardScorer, group_batches
@@ -107,6 +107,8 @@ def train_judge(kind: str, train: Sequence[PreferencePair], test: Sequence[Prefe
                                "loss_history": result.history}
     if result.interrupted:
         metrics["interrupted"] = True
+        return JudgeResult(judge, metrics, None)
+    if not is_main_process():  # several processes hold the same weights: one evaluates and saves them
         return JudgeResult(judge, metrics, None)
     if test:
         metrics["test"] = evaluate_judge(judge, test)

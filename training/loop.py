@@ -5,7 +5,8 @@ seed and epoch, so a resumed run sees the same batches) and a function that turn
 a loss; this loop does the optimiser, the schedule with warm-up, gradient accumulation,
 checkpoints every `checkpoint_every` steps and resuming from the last one, and the progress bar.
 The same code runs on a CPU, one GPU, or several under `accelerate launch`: each process takes
-every n-th batch.
+every n-th batch, the same number each, and the main process alone saves and registers what
+they trained together (`is_main_process`).
 """
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import cycle, islice
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_scheduler
 
@@ -80,7 +82,8 @@ def fit(model: PreTrainedModel, epoch_batches: Callable[[int], Sequence[B]],
     name) its own peak learning rate; the schedule scales every rate alike."""
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision)
     torch.manual_seed(cfg.seed)
-    plan = [list(epoch_batches(e))[accelerator.process_index::accelerator.num_processes] for e in range(cfg.epochs)]
+    plan = [even_share(list(epoch_batches(e)), accelerator.num_processes)[accelerator.process_index::accelerator.num_processes]
+            for e in range(cfg.epochs)]
     total_batches = sum(len(p) for p in plan)
     total_steps = max(1, math.ceil(total_batches / cfg.grad_accum))
     groups: dict[float, list[torch.nn.Parameter]] = {}
@@ -90,8 +93,12 @@ def fit(model: PreTrainedModel, epoch_batches: Callable[[int], Sequence[B]],
     params = [p for ps in groups.values() for p in ps]
     optimizer = torch.optim.AdamW([{"params": ps, "lr": lr} for lr, ps in groups.items()], lr=cfg.learning_rate,
                                   weight_decay=cfg.weight_decay)
+    # Accelerate ticks a prepared scheduler once per process at each optimizer step: in ticks, the
+    # schedule is that many times longer (then n processes follow the curve of one accumulating n)
+    ticks = accelerator.num_processes
     scheduler = get_scheduler("constant_with_warmup" if cfg.schedule == "constant" else cfg.schedule, optimizer,
-                              num_warmup_steps=int(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)
+                              num_warmup_steps=int(cfg.warmup_ratio * total_steps) * ticks,
+                              num_training_steps=total_steps * ticks)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     done = _resume(accelerator, checkpoint_dir)
     model.train()
@@ -128,6 +135,19 @@ def fit(model: PreTrainedModel, epoch_batches: Callable[[int], Sequence[B]],
     bar.close()
     model.eval()
     return FitResult(total_steps, time.perf_counter() - t0, seen, last_loss, history)
+
+
+def even_share(batches: list[B], processes: int) -> list[B]:
+    """`batches` made a multiple of `processes` long with the epoch's first batches again (as
+    torch's DistributedSampler pads): a process with one batch fewer than the others would wait
+    forever for their gradients."""
+    return [*batches, *islice(cycle(batches), -len(batches) % processes)]
+
+
+def is_main_process() -> bool:
+    """False in the extra processes of `accelerate launch`, after `fit`: they trained the same
+    weights beside the main process, which alone evaluates, saves and registers them."""
+    return PartialState().is_main_process
 
 
 def _checkpoint(accelerator: Accelerator, directory: Path, steps: int) -> None:
