@@ -372,7 +372,8 @@ def test_every_process_gets_the_same_number_of_batches() -> None:
     assert even_share([7, 8], 1) == [7, 8]
 
 
-def test_several_processes_train_one_model_and_register_it_once(env: Path, tiny_encoder: Path) -> None:
+@pytest.mark.parametrize("kind", ["reward", "ranker"])
+def test_several_processes_train_one_model_and_register_it_once(kind: str, env: Path, tiny_encoder: Path) -> None:
     """`accelerate launch` on several devices runs the same command in every process: they must
     train one model together (the same one a single process gets by accumulating their batches)
     and register it once. Two CPU processes under torchrun stand in for two GPUs."""
@@ -390,7 +391,7 @@ def test_several_processes_train_one_model_and_register_it_once(env: Path, tiny_
     data = env / "pairs.jsonl"
     data.write_text("".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) + "\n"
                             for p in _synthetic(40)))
-    common = ["train", "reward", "--data", str(data), "--backbone", str(backbone), "--batch-texts", "4",
+    common = ["train", kind, "--data", str(data), "--backbone", str(backbone), "--batch-texts", "4",
               "--learning-rate", "1e-3", "--json"]
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "app.cli"]
     run_env = {**os.environ, "ACCELERATE_USE_CPU": "true", "CALIBRA_MODELS_DIR": str(env / "models"),
@@ -420,6 +421,6 @@ def test_several_processes_train_one_model_and_register_it_once(env: Path, tiny_
     with context.transaction() as db:
         from sqlalchemy import select
 
-        names = db.scalars(select(ModelVersion.name).where(ModelVersion.kind == ModelKind.REWARD)).all()
+        names = db.scalars(select(ModelVersion.name).where(ModelVersion.kind == ModelKind(kind))).all()
     context.engine.dispose()
     assert sorted(names) == ["one", "two"]
