@@ -8,12 +8,14 @@ backbone offer beyond them, with models that train in seconds once the texts are
   (best, top three, mean: coverage), the word count, and surface statistics (share of words and
   bigrams found in the post, repeated trigrams, distinct words, final punctuation, sentences);
 - fitted on feature differences in both orders, so P(A ≻ B) = 1 − P(B ≻ A): a logistic
-  regression and gradient-boosted trees, with 5-fold cross-validation by post on the training
-  side (model choice never looks at the held-out posts);
+  regression and gradient-boosted trees (fixed settings), each also cross-validated over 5 folds
+  of training posts beside its held-out accuracy;
 - with `--reward DIR` (a reward model trained on the same training side): the reward model's
   own accuracy, its average with the boosted trees, and a pairwise head over its towers that
   reads both summaries (A·post, B·post, A·B, |A − B|), started as the reward model's head, as a
-  joint ranker would be (no cross-validation: the towers learned the training side).
+  joint ranker would be (no cross-validation: the towers learned the training side). Its towers
+  embed texts apart with this script's pooling (256 tokens each), close to but not exactly the
+  reward model's own input layout.
 
     .venv/bin/python bench/judge_ceiling.py --reward .calibra/bench/reward-tldr --json
 """
@@ -102,7 +104,9 @@ def fit_linear(x: np.ndarray) -> Fit:
 
 def fit_boosted(x: np.ndarray) -> Fit:
     both, labels = np.vstack([x, -x]), np.r_[np.ones(len(x)), np.zeros(len(x))]
-    model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_depth=3, random_state=0)
+    # no early stopping: its validation split would hold mirror copies of its training pairs
+    model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_depth=3, early_stopping=False,
+                                           random_state=0)
     model.fit(both, labels)
     return lambda z: (model.predict_proba(z)[:, 1] + model.predict_proba(-z)[:, 0]) / 2
 
@@ -169,7 +173,7 @@ def main() -> None:
     texts = {t for p in pairs for t in (p.prompt, p.chosen, p.rejected)}
     vec = embed(encoder, [*texts, *{s for p in pairs for s in sentences(p.prompt)}], 256)
     x_train, x_test = differences(train, vec), differences(test, vec)
-    posts = [p.prompt for p in train]
+    posts = [p.key for p in train]
     cos_len = [0, 4]
     rows = [row("cosine with the post + word count, linear", test, fit_linear(x_train[:, cos_len])(x_test[:, cos_len]),
                 cross_validated(fit_linear, x_train[:, cos_len], posts))]

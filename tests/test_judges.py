@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from annotate.errors import InvalidInput
 from training.artifacts import atomic_dir
+from training.errors import CheckpointMismatch
 from training.judge_inputs import JudgeCollator
 from training.judge_config import SIMILARITY_SCALE, JudgeConfig
 from training.judge_store import ranking_scores
@@ -363,6 +364,18 @@ def test_the_head_can_learn_at_its_own_rate(tiny_encoder: Path) -> None:
     assert max(v for n, v in moved.items() if not n.startswith("classifier")) < 1e-5
 
 
+def test_a_checkpoint_resumes_only_with_the_process_count_that_wrote_it(tiny_encoder: Path, tmp_path: Path) -> None:
+    train = _synthetic(24)
+    cfg = JudgeConfig(backbone=str(tiny_encoder), max_length=48, batch_texts=8, checkpoint_every=1)
+    train_judge("reward", train, [], cfg, out=tmp_path / "rm", progress=False, stop_after=1)
+    progress = next(tmp_path.glob(".checkpoint-reward-*")) / "progress.json"
+    assert json.loads(progress.read_text()) == {"optimizer_steps": 1, "processes": 1}
+    progress.write_text(json.dumps({"optimizer_steps": 1, "processes": 2}))  # as two GPUs would have left it
+    with pytest.raises(CheckpointMismatch, match="written by 2 process"):
+        train_judge("reward", train, [], cfg, out=tmp_path / "rm", progress=False)
+    assert not (tmp_path / "rm").exists()
+
+
 def test_every_process_gets_the_same_number_of_batches() -> None:
     from training.loop import even_share
 
@@ -393,6 +406,9 @@ def test_several_processes_train_one_model_and_register_it_once(kind: str, env: 
                             for p in _synthetic(40)))
     common = ["train", kind, "--data", str(data), "--backbone", str(backbone), "--batch-texts", "4",
               "--learning-rate", "1e-3", "--json"]
+    from app.context import open_context
+
+    open_context().engine.dispose()  # the database exists before the processes share it
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "app.cli"]
     run_env = {**os.environ, "ACCELERATE_USE_CPU": "true", "CALIBRA_MODELS_DIR": str(env / "models"),
                "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -406,7 +422,6 @@ def test_several_processes_train_one_model_and_register_it_once(kind: str, env: 
 
     from safetensors.torch import load_file
 
-    from app.context import open_context
     from db.models import ModelKind, ModelVersion
 
     judges = env / "models" / "judges"

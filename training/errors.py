@@ -7,3 +7,7 @@ class ModelLoadError(RuntimeError):
 
 class FetchError(RuntimeError):
     pass
+
+
+class CheckpointMismatch(ValueError):
+    """A run's checkpoint cannot resume under the present settings."""

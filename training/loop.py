@@ -5,8 +5,8 @@ seed and epoch, so a resumed run sees the same batches) and a function that turn
 a loss; this loop does the optimiser, the schedule with warm-up, gradient accumulation,
 checkpoints every `checkpoint_every` steps and resuming from the last one, and the progress bar.
 The same code runs on a CPU, one GPU, or several under `accelerate launch`: each process takes
-every n-th batch, the same number each, and the main process alone saves and registers what
-they trained together (`is_main_process`).
+every n-th batch, the same number each; for the judges, the main process alone evaluates,
+saves and registers what they trained together (`is_main_process`).
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ import torch
 from accelerate import Accelerator, PartialState
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_scheduler
+
+from training.errors import CheckpointMismatch
 
 B = TypeVar("B")
 
@@ -154,12 +156,18 @@ def _checkpoint(accelerator: Accelerator, directory: Path, steps: int) -> None:
     accelerator.wait_for_everyone()
     accelerator.save_state(str(directory / "state"))
     if accelerator.is_main_process:
-        (directory / "progress.json").write_text(json.dumps({"optimizer_steps": steps}))
+        (directory / "progress.json").write_text(json.dumps({"optimizer_steps": steps,
+                                                             "processes": accelerator.num_processes}))
 
 
 def _resume(accelerator: Accelerator, directory: Path | None) -> int:
     """Optimizer steps already taken by an interrupted run with the same settings (0: none)."""
     if directory is None or not (directory / "progress.json").exists():
         return 0
+    progress = json.loads((directory / "progress.json").read_text())
+    # each process's share of the batches, and the schedule's ticks, depend on how many there are
+    if progress.get("processes", 1) != accelerator.num_processes:
+        raise CheckpointMismatch(f"{directory} was written by {progress.get('processes', 1)} process(es), not "
+                         f"{accelerator.num_processes}: resume with as many, or remove it to start over")
     accelerator.load_state(str(directory / "state"))
-    return int(json.loads((directory / "progress.json").read_text())["optimizer_steps"])
+    return int(progress["optimizer_steps"])
