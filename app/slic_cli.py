@@ -159,11 +159,14 @@ def train(
                 batch_size=batch_size, grad_accum=grad_accum, lora_r=lora_r, length_normalize=length_normalize,
                 gradient_checkpointing=gradient_checkpointing)
     version = _train(open_context(), policy, folder, name, opts, activate)
-    print_payload(version, as_json)
+    if version is not None:
+        print_payload(version, as_json)
 
 
 def _train(ctx: Context, policy: str | None, folder: Path | None, name: str | None, opts: dict[str, Any],
-           activate: bool) -> dict[str, Any]:
+           activate: bool) -> dict[str, Any] | None:
+    """The new version's summary; None in the extra processes of `accelerate launch`."""
+    from training.loop import is_main_process
     from training.slic_round import RoundFiles, load_round, run_train
     from training.slic_store import register_policy
 
@@ -174,6 +177,8 @@ def _train(ctx: Context, policy: str | None, folder: Path | None, name: str | No
     if not records:
         raise CliError(f"{files.data} holds no ranked documents; run `calibra slic sample-rank` first")
     result = run_train(_policy(pol), records, cfg, files)
+    if not is_main_process():  # the main process registers what all of them trained
+        return None
     round_ = (pol.round or 0) + 1
     name = name or f"policy-r{round_}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     metrics = {k: v for k, v in result.metrics.items() if k != "history"}
@@ -262,6 +267,8 @@ def slic_round(
     ctx = open_context()
     round_folder = _sample_rank(ctx, judge, "sample-rank", policy, docs, split, per_doc, 0.7, 40, 64, 0, folder)
     trained = _train(ctx, policy, round_folder, name, {}, activate=False)
+    if trained is None:
+        return
     summary = _evaluate(ctx, trained["model_version"], judge, reward, None, eval_docs, split, docs or 0, 1234,
                         round_folder)
     if activate:

@@ -78,7 +78,12 @@ def run_method(method: str, batch: int, steps: int) -> dict[str, object]:
     from training.loading import load_causal_lm, load_tokenizer
     from training.slic_collator import SlicExample
     from training.slic_config import SlicConfig
-    from training.slic_trainer import add_policy_lora, policy_collator, slic_step
+    from training.slic_trainer import (
+        SequenceScorer,
+        add_policy_lora,
+        policy_collator,
+        slic_step,
+    )
 
     torch.manual_seed(0)
     models_dir = Path(os.environ.get("CALIBRA_MODELS_DIR", ROOT / ".calibra" / "models"))
@@ -90,12 +95,13 @@ def run_method(method: str, batch: int, steps: int) -> dict[str, object]:
     device = base.device
     if method.startswith("slic"):
         model = add_policy_lora(base, cfg)
+        scorer = SequenceScorer(model, cfg)
         slic_batch = policy_collator(tokenizer, cfg)([SlicExample(d["prompt"], d["chosen"], d["rejected"], d["chosen"])
                                                       for d in data])
         sequences, tokens = 3 * batch, slic_batch.tokens
 
         def one_step() -> float:
-            out = slic_step(model, slic_batch, cfg)
+            out = slic_step(scorer, slic_batch, cfg)
             out.loss.backward()
             return float(out.loss)
     else:

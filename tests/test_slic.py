@@ -14,7 +14,7 @@ from training.slic_collator import SlicCollator, SlicExample
 from training.slic_config import SlicConfig
 from training.slic_data import RankedDocument, RoundDocument, direct_documents, read_round, slic_examples
 from training.slic_loss import continuation_logprobs, full_sequence_logprobs, slic_loss
-from training.slic_trainer import add_policy_lora, slic_step, train_slic
+from training.slic_trainer import SequenceScorer, add_policy_lora, slic_step, train_slic
 
 
 def test_slic_loss_by_hand() -> None:
@@ -65,7 +65,7 @@ def test_gradients_reach_only_the_lora_weights(tiny_lm: Path) -> None:
     tok = load_tokenizer(tiny_lm)
     model = add_policy_lora(load_causal_lm(tiny_lm, device="cpu"), cfg)
     model.train()
-    out = slic_step(model, SlicCollator(tok)(EXAMPLES), cfg)
+    out = slic_step(SequenceScorer(model, cfg), SlicCollator(tok)(EXAMPLES), cfg)
     out.loss.backward()
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert with_grad and all("lora_" in n for n in with_grad)
@@ -216,3 +216,39 @@ def test_a_round_from_the_apps_own_data_with_the_cli(env, ctx, tiny_lm: Path, ti
             select(ModelVersion.id).where(ModelVersion.name == "tiny"))))
         ranked = db.scalar(select(func.count(CandidateScore.id)).where(CandidateScore.rank == 1))
         assert sampled >= 2 and ranked >= 1
+
+
+def test_several_processes_train_one_adapter(tiny_lm: Path, tmp_path: Path) -> None:
+    """Under `accelerate launch` every process runs the shared-prefix step inside the wrapper
+    that averages gradients: two CPU processes under torchrun train the adapter that one process
+    gets by accumulating their batches, and only one of them saves it."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import sys\nfrom pathlib import Path\nfrom tests.test_slic import EXAMPLES\n"
+        "from training.slic_config import SlicConfig\nfrom training.slic_trainer import train_slic\n"
+        "cfg = SlicConfig(lora_r=4, lora_dropout=0.0, batch_size=2, learning_rate=1e-3, epochs=2,\n"
+        "                 grad_accum=int(sys.argv[3]))\n"
+        "train_slic(sys.argv[1], EXAMPLES * 4, cfg, out=Path(sys.argv[2]), device='cpu', progress=False)\n")
+    run_env = {**os.environ, "ACCELERATE_USE_CPU": "true", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for launch, out, accumulate in (
+            ([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"], tmp_path / "two" / "adapter", "1"),
+            ([sys.executable], tmp_path / "one" / "adapter", "2")):
+        done = subprocess.run([*launch, str(script), str(tiny_lm), str(out), accumulate], capture_output=True,
+                              text=True, env=run_env, timeout=600, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+    two, one = (load_file(tmp_path / n / "adapter" / "adapter_model.safetensors") for n in ("two", "one"))
+    assert two.keys() == one.keys() and any("lora_B" in k for k in two)
+    # compare what the adapter does, B·A per layer: float rounding (the processes sum in another
+    # order) moves A's near-zero gradients, which Adam's normalised step magnifies, while B is small
+    for key in [k for k in two if "lora_A" in k]:
+        b_key = key.replace("lora_A", "lora_B")
+        delta_two, delta_one = two[b_key] @ two[key], one[b_key] @ one[key]
+        assert float(delta_one.norm()) > 1e-4, key  # it learned (B starts at zero)
+        assert float((delta_two - delta_one).norm()) < 0.01 * float(delta_one.norm()), key
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["adapter"]  # no leftovers of a second save

@@ -5,8 +5,8 @@ seed and epoch, so a resumed run sees the same batches) and a function that turn
 a loss; this loop does the optimiser, the schedule with warm-up, gradient accumulation,
 checkpoints every `checkpoint_every` steps and resuming from the last one, and the progress bar.
 The same code runs on a CPU, one GPU, or several under `accelerate launch`: each process takes
-every n-th batch, the same number each; for the judges, the main process alone evaluates,
-saves and registers what they trained together (`is_main_process`).
+every n-th batch, the same number each, and the main process alone evaluates, saves and
+registers what they trained together (`is_main_process`).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import torch
 from accelerate import Accelerator, PartialState
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, get_scheduler
+from transformers import get_scheduler
 
 from training.errors import CheckpointMismatch
 
@@ -75,8 +75,8 @@ class FitResult:
     interrupted: bool = False
 
 
-def fit(model: PreTrainedModel, epoch_batches: Callable[[int], Sequence[B]],
-        step: Callable[[PreTrainedModel, B], StepOutput], cfg: LoopConfig, *,
+def fit(model: torch.nn.Module, epoch_batches: Callable[[int], Sequence[B]],
+        step: Callable[[torch.nn.Module, B], StepOutput], cfg: LoopConfig, *,
         checkpoint_dir: Path | None = None, desc: str = "train", progress: bool = True,
         stop_after: int | None = None, lr_of: Callable[[str], float] | None = None) -> FitResult:
     """Train `model` in place. `stop_after` ends the run after that many optimizer steps (as an

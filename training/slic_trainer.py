@@ -22,7 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from training.artifacts import atomic_dir, fingerprint
 from training.loading import load_causal_lm, load_tokenizer
-from training.loop import StepOutput, fit
+from training.loop import StepOutput, fit, is_main_process
 from training.prompts import resolve_template
 from training.slic_collator import SlicBatch, SlicCollator, SlicExample
 from training.slic_config import SlicConfig
@@ -52,10 +52,23 @@ def sequence_logprobs(model: PreTrainedModel, batch: SlicBatch, cfg: SlicConfig)
                   chunk=cfg.logprob_chunk, normalize=cfg.length_normalize).float()
 
 
-def slic_step(model: PreTrainedModel, batch: SlicBatch, cfg: SlicConfig) -> StepOutput:
-    """One batch: y+, y- and y_ref of every example in one forward pass."""
-    batch = batch.to(next(model.parameters()).device)
-    logps = sequence_logprobs(model, batch, cfg).view(-1, 3)
+class SequenceScorer(torch.nn.Module):
+    """The policy's log P(y | x) for every target of a batch, as one module's forward: under
+    several processes the training loop wraps this module, and DDP averages the gradients of
+    what runs inside the wrapper's forward — here, every decoder call of the shared prefix."""
+
+    def __init__(self, policy: PreTrainedModel, cfg: SlicConfig) -> None:
+        super().__init__()
+        self.policy, self.cfg = policy, cfg
+
+    def forward(self, batch: SlicBatch) -> torch.Tensor:
+        return sequence_logprobs(self.policy, batch.to(next(self.policy.parameters()).device), self.cfg)
+
+
+def slic_step(scorer: torch.nn.Module, batch: SlicBatch, cfg: SlicConfig) -> StepOutput:
+    """One batch: y+, y- and y_ref of every example in one forward pass of `scorer` (a
+    `SequenceScorer`, or the training loop's wrapper of one)."""
+    logps = scorer(batch).view(-1, 3)
     loss, calibration = slic_loss(logps[:, 0], logps[:, 1], logps[:, 2], cfg)
     share = float(calibration.detach() / loss.detach().abs().clamp_min(1e-8)) if cfg.reg_weight else 1.0
     return StepOutput(loss, len(logps), {"cal_share": share,
@@ -100,7 +113,7 @@ def train_slic(policy: str | Path, examples: Sequence[SlicExample], cfg: SlicCon
     checkpoints = None if out is None else out.parent / f".checkpoint-slic-{run_key}"
     if checkpoints is not None:
         checkpoints.mkdir(parents=True, exist_ok=True)
-    result = fit(model, batches, lambda m, b: slic_step(m, b, cfg), cfg, checkpoint_dir=checkpoints,
+    result = fit(SequenceScorer(model, cfg), batches, lambda m, b: slic_step(m, b, cfg), cfg, checkpoint_dir=checkpoints,
                  desc="SLiC-HF", progress=progress, stop_after=stop_after)
     tail = result.history[-max(1, len(result.history) // 4):]
     metrics: dict[str, Any] = {
@@ -110,6 +123,8 @@ def train_slic(policy: str | Path, examples: Sequence[SlicExample], cfg: SlicCon
         "history": result.history, "data_hash": data_hash, **(extra or {})}
     if result.interrupted:
         return SlicResult(model, tokenizer, {**metrics, "interrupted": True}, None)
+    if not is_main_process():  # several processes hold the same adapter: one saves it
+        return SlicResult(model, tokenizer, metrics, None)
     if out is not None:
         with atomic_dir(out) as tmp:
             model.save_pretrained(tmp)
