@@ -22,6 +22,7 @@ backbone offer beyond them, with models that train in seconds once the texts are
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -33,13 +34,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from transformers import AutoModel, AutoTokenizer
 
 from training.defaults import ENCODER
+from training.judge_config import scalar_head
 from training.judge_metrics import pair_metrics
 from training.judges import judge_probabilities, load_judge
 from training.preference_data import PreferencePair, read_pairs, split_by_document
@@ -120,14 +121,12 @@ def cross_validated(fit: Callable[[np.ndarray], Fit], x: np.ndarray, posts: Sequ
 
 
 def pairwise_head(train: Sequence[PreferencePair], test: Sequence[PreferencePair], reward: Path,
-                  epochs: int = 3) -> np.ndarray:
+                  reward_head: torch.nn.Module, epochs: int = 3) -> np.ndarray:
     """P(chosen ≻ rejected) on `test` from a head over the reward model's towers that reads both
     summaries: g(A, B) − g(B, A), g = the reward model's head on A·post plus an MLP (started at
     zero) on (A·post, B·post, A·B, |A − B|). Trained on `train` pairs, towers fixed."""
     vec = embed(reward, [t for p in [*train, *test] for t in (p.prompt, p.chosen, p.rejected)], 256)
-    state = load_file(reward / "model.safetensors")
-    head = torch.nn.Linear(len(next(iter(vec.values()))), 1)
-    head.load_state_dict({"weight": state["classifier.weight"], "bias": state["classifier.bias"]})
+    head = copy.deepcopy(reward_head).float()  # trained here; the reward model keeps its own
     dim = head.in_features
     mlp = torch.nn.Sequential(torch.nn.Linear(4 * dim, 64), torch.nn.GELU(), torch.nn.Linear(64, 1))
     torch.nn.init.zeros_(mlp[2].weight)
@@ -181,10 +180,11 @@ def main() -> None:
     boosted = fit_boosted(x_train)(x_test)
     rows.append(row("all features, boosted trees", test, boosted, cross_validated(fit_boosted, x_train, posts)))
     if args.reward:
-        rm = np.array(judge_probabilities(load_judge("reward", args.reward), test))
+        reward = load_judge("reward", args.reward)
+        rm = np.array(judge_probabilities(reward, test))
         rows.append(row("reward model", test, rm))
         rows.append(row("reward model averaged with the boosted trees", test, (rm + boosted) / 2))
-        rows.append(row("pairwise head over the reward model's towers", test, pairwise_head(train, test, args.reward)))
+        rows.append(row("pairwise head over the reward model's towers", test, pairwise_head(train, test, args.reward, scalar_head(reward.model))))
     out = {"train_pairs": len(train), "test_pairs": len(test), "accuracy_se": math.sqrt(0.25 / len(test)),
            "length_baseline_accuracy": pair_metrics(test, [0.5] * len(test))["length_baseline_accuracy"],
            "rows": rows, "date": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count()}

@@ -84,8 +84,8 @@ def fit(model: torch.nn.Module, epoch_batches: Callable[[int], Sequence[B]],
     name) its own peak learning rate; the schedule scales every rate alike."""
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision)
     torch.manual_seed(cfg.seed)
-    plan = [even_share(list(epoch_batches(e)), accelerator.num_processes)[accelerator.process_index::accelerator.num_processes]
-            for e in range(cfg.epochs)]
+    processes, rank = accelerator.num_processes, accelerator.process_index
+    plan = [even_share(list(epoch_batches(e)), processes)[rank::processes] for e in range(cfg.epochs)]
     total_batches = sum(len(p) for p in plan)
     total_steps = max(1, math.ceil(total_batches / cfg.grad_accum))
     groups: dict[float, list[torch.nn.Parameter]] = {}
@@ -97,10 +97,9 @@ def fit(model: torch.nn.Module, epoch_batches: Callable[[int], Sequence[B]],
                                   weight_decay=cfg.weight_decay)
     # Accelerate ticks a prepared scheduler once per process at each optimizer step: in ticks, the
     # schedule is that many times longer (then n processes follow the curve of one accumulating n)
-    ticks = accelerator.num_processes
     scheduler = get_scheduler("constant_with_warmup" if cfg.schedule == "constant" else cfg.schedule, optimizer,
-                              num_warmup_steps=int(cfg.warmup_ratio * total_steps) * ticks,
-                              num_training_steps=total_steps * ticks)
+                              num_warmup_steps=int(cfg.warmup_ratio * total_steps) * processes,
+                              num_training_steps=total_steps * processes)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     done = _resume(accelerator, checkpoint_dir)
     model.train()
@@ -166,8 +165,9 @@ def _resume(accelerator: Accelerator, directory: Path | None) -> int:
         return 0
     progress = json.loads((directory / "progress.json").read_text())
     # each process's share of the batches, and the schedule's ticks, depend on how many there are
-    if progress.get("processes", 1) != accelerator.num_processes:
-        raise CheckpointMismatch(f"{directory} was written by {progress.get('processes', 1)} process(es), not "
-                         f"{accelerator.num_processes}: resume with as many, or remove it to start over")
+    written_by = progress.get("processes", 1)
+    if written_by != accelerator.num_processes:
+        raise CheckpointMismatch(f"{directory} was written by {written_by} process(es), not "
+                                 f"{accelerator.num_processes}: resume with as many, or remove it to start over")
     accelerator.load_state(str(directory / "state"))
     return int(progress["optimizer_steps"])
