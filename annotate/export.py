@@ -16,9 +16,11 @@ Aggregation, per task (gold tasks and flagged raters left out):
 """
 from __future__ import annotations
 
-import re
+import os
+import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -26,16 +28,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from annotate.errors import InvalidInput
-from annotate.importing import TLDR_PREFIX, TLDR_PROMPT
 from annotate.readers import read_records
 from annotate.judgement_frames import Filters, Frames, load_frames
+from annotate.lengths import SIMILAR_LENGTH, similar_length, words
 from annotate.report import Thresholds, flagged, per_rater
+from annotate.tldr_layout import bare_summary, canonical_prompt, format_post, repeats_layout, split_prompt
 from db.models import Candidate, ComparisonTask, Document
 
 # What the training side reads from here (it imports nothing else of `annotate`): the pairs,
-# the post layout, and the file reader with its errors for files of pairs.
-__all__ = ["ExportConfig", "InvalidInput", "bare_summary", "canonical_prompt", "format_post", "judgements_table",
-           "preference_pairs", "read_records", "split_prompt"]
+# the post layout, the similar-length rule, and the file reader with its errors for files of pairs.
+__all__ = ["SIMILAR_LENGTH", "ExportConfig", "InvalidInput", "bare_summary", "canonical_prompt", "format_post",
+           "judgements_table", "preference_pairs", "read_records", "repeats_layout", "similar_length", "split_prompt",
+           "words"]
 
 MARGINS = {"small": {"significantly": 1.0, "better": 2 / 3, "slightly": 1 / 3, "negligibly": 0.0},
            "large": {"significantly": 3.0, "better": 2.0, "slightly": 1.0, "negligibly": 0.0}}
@@ -61,52 +65,6 @@ class PairVotes:
     gaps: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))  # quality of c minus the other
     raters: set[str] = field(default_factory=set)
     round: Any = None
-
-
-def format_post(subreddit: str | None, title: str | None, text: str) -> str:
-    """The TL;DR layout: SUBREDDIT / TITLE / POST lines (the first two when known). Exported
-    prompts and the policy's prompts share it, so what the reward model is trained on is what
-    the policy is asked."""
-    parts = [f"SUBREDDIT: r/{subreddit}" if subreddit else None, f"TITLE: {title}" if title else None,
-             f"POST: {text}"]
-    return "\n".join(p for p in parts if p)
-
-
-LAYOUT_MARKER = re.compile(r"\b(?:SUBREDDIT|TITLE|POST):")
-
-
-def repeats_layout(summary: str) -> bool:
-    """Whether a summary restates the prompt's layout lines (SUBREDDIT: / TITLE: / POST:) rather
-    than summarising: none of the 14,520 summaries of the TL;DR comparisons does, a small policy
-    often does, and a judge trained on human comparisons has never seen one."""
-    return LAYOUT_MARKER.search(summary) is not None
-
-
-def _prompt_parts(prompt: str) -> tuple[str, str | None, str | None] | None:
-    match = TLDR_PROMPT.match(prompt)
-    if not match:
-        return None
-    return match["post"].strip(), (match["title"] or "").strip() or None, match["sub"]
-
-
-def split_prompt(prompt: str) -> tuple[str, str | None, str | None]:
-    """(post, title, subreddit) of a prompt in the TL;DR layout ("SUBREDDIT: … TITLE: …
-    POST: …", on one line or several, as `format_post` writes it or the TL;DR files do); a
-    prompt in another layout is all post."""
-    return _prompt_parts(prompt) or (prompt, None, None)
-
-
-def canonical_prompt(prompt: str) -> str:
-    """A TL;DR-layout prompt rewritten as `format_post` writes it, so a judge trained on a
-    TL;DR file reads posts the way the app presents its own; other prompts are kept."""
-    parts = _prompt_parts(prompt)
-    return format_post(parts[2], parts[1], parts[0]) if parts else prompt
-
-
-def bare_summary(text: str) -> str:
-    """A summary without the "TL;DR:" prefix the TL;DR files give every summary (the app
-    stores summaries bare)."""
-    return TLDR_PREFIX.sub("", text).strip()
 
 
 def _record_gap(v: PairVotes, quality: dict[tuple[int, int], float], judgement_id: int, a: int, b: int) -> None:
@@ -208,3 +166,33 @@ def judgements_table(db: Session, filters: Filters = Filters()) -> pd.DataFrame:
         include_groups=False))
     out["created_at"] = out.created_at.astype(str)
     return out.rename(columns={"best": "best_candidate_id", "gold": "gold_candidate_id"})
+
+
+EXPORT_FORMATS = ("jsonl", "parquet", "hf-dataset")
+
+
+def write_table(frame: pd.DataFrame, out: Path, fmt: str) -> None:
+    """JSONL, Parquet, or a Hugging Face dataset folder (`datasets.load_from_disk` reads it),
+    written beside `out` under a temporary name and renamed into place: a reader never sees half
+    an export, and an interrupted one leaves the previous file as it was."""
+    if fmt not in EXPORT_FORMATS:
+        raise InvalidInput(f"must be one of {', '.join(EXPORT_FORMATS)}", field="format")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        if fmt == "jsonl":
+            frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        elif fmt == "parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            import datasets
+
+            datasets.Dataset.from_pandas(frame, preserve_index=False).save_to_disk(str(tmp))
+            if out.is_dir():
+                shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)

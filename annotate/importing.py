@@ -1,19 +1,21 @@
 """Import documents and human judgements from files.
 
-Three layouts, detected from the fields of the first record:
+Four layouts, detected from the fields of the first record:
 - documents: one document per record, fields chosen by a `FieldMap` (the TL;DR test posts
   `instruction_id/subreddit/title/instruction/gold_response` are a preset);
 - pairs: `prompt/chosen/rejected`, a document, two candidates, a task and one judgement each;
 - comparisons: `post_id/post/summary_0/summary_1/choice/worker`, the same with the rater's id
-  and the per-summary rating means kept on the candidates.
+  and the per-summary rating means kept on the candidates;
+- ratings: `post_id/summary/worker/overall`, each rater's 1-7 scores per summary (posts known
+  only by id become text-less documents, never served).
 
 Every record is validated before anything is written, and the caller's transaction holds the
 whole file, so a bad record leaves the database as it was.
 """
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -21,7 +23,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from annotate.errors import InvalidInput
-from annotate.readers import Record
+from annotate.readers import Record, read_records
+from annotate.tldr_layout import bare_summary, prompt_parts
+from db.engine import Transactions
 from db.models import (
     Assignment,
     AssignmentStatus,
@@ -40,9 +44,6 @@ from db.models import (
 LAYOUTS = ("auto", "documents", "pairs", "comparisons", "ratings")
 AXES = ("overall", "accuracy", "coverage", "coherence")  # 1-7 scales; overall is the quality
 PAIRS_RATER = "import:unattributed"  # pairs files carry no rater ids
-TLDR_PROMPT = re.compile(r"^\s*(?:SUBREDDIT:\s*(?:r/)?(?P<sub>\S+)\s+)?(?:TITLE:\s*(?P<title>.*?)\s+)?"
-                     r"POST:\s*(?P<post>.*)$", re.S)
-TLDR_PREFIX = re.compile(r"^\s*TL;DR:\s*", re.I)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,21 @@ def import_records(db: Session, records: Iterable[Record], *, file: str, source:
     return writer.report
 
 
+def import_files(tx: Transactions, files: Sequence[Path], *, fmt: str = "auto", source: str | None = None,
+                 layout: str = "auto", fields: FieldMap | None = None, split: str | None = None,
+                 max_chars: int = 40_000) -> dict[str, Any]:
+    """Import each file in a transaction of its own (a bad file stores nothing of itself), and
+    the counts added up; the source label defaults to the file's name."""
+    totals: dict[str, Any] = {}
+    for path in files:
+        with tx() as db:
+            report = import_records(db, read_records(path, fmt), file=str(path), source=source or path.stem,
+                                    layout=layout, fields=fields, split=split, max_chars=max_chars)
+        for key, value in report.as_dict().items():
+            totals[key] = value if isinstance(value, str) else totals.get(key, 0) + value
+    return totals
+
+
 def parse_documents(records: list[Record], *, file: str, fields: FieldMap | None = None,
                     max_chars: int = 40_000) -> list[tuple[int, DocFields]]:
     """Validated documents of a documents-layout file, with their line numbers; writes nothing."""
@@ -206,7 +222,7 @@ def _parse_document(record: Record, file: str, fields: FieldMap, max_chars: int)
 
 
 def _summary(record: Record, file: str, name: str) -> str:
-    text = TLDR_PREFIX.sub("", _text(record, file, name, required=True) or "").strip()
+    text = bare_summary(_text(record, file, name, required=True) or "")
     if not text:
         raise InvalidInput("is empty after its 'TL;DR:' prefix", file=file, line=record.line, field=name)
     return text
@@ -214,9 +230,8 @@ def _summary(record: Record, file: str, name: str) -> str:
 
 def _parse_pair(record: Record, file: str, fields: FieldMap, max_chars: int) -> _Judged:
     prompt = _text(record, file, "prompt", required=True, max_chars=max_chars) or ""
-    match = TLDR_PROMPT.match(prompt)
-    doc = (DocFields(text=match["post"].strip(), title=(match["title"] or "").strip() or None, subreddit=match["sub"])
-           if match else DocFields(text=prompt))
+    parts = prompt_parts(prompt)
+    doc = DocFields(text=parts[0], title=parts[1], subreddit=parts[2]) if parts else DocFields(text=prompt)
     if not doc.text:
         raise InvalidInput("has an empty POST part", file=file, line=record.line, field="prompt")
     chosen, rejected = _summary(record, file, "chosen"), _summary(record, file, "rejected")

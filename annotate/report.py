@@ -22,6 +22,7 @@ from annotate.agreement import (
     mean_estimate,
 )
 from annotate.judgement_frames import Frames
+from annotate.lengths import SIMILAR_LENGTH
 
 
 @dataclass(frozen=True)
@@ -294,7 +295,7 @@ def per_source(frames: Frames, rounds: int = 200, boot: TaskBootstrap | None = N
     games = wins + wins.T
     rate = (wins / games.replace(0, np.nan)).round(4)
     # Length control: only pairs whose lengths are within 20% of each other.
-    similar = pairs[(pairs.words_winner - pairs.words_loser).abs() <= 0.2 * pairs[["words_winner", "words_loser"]].max(axis=1)]
+    similar = pairs[(pairs.words_winner - pairs.words_loser).abs() <= SIMILAR_LENGTH * pairs[["words_winner", "words_loser"]].max(axis=1)]
     rated = frames.ratings.merge(frames.shown[["judgement_id", "candidate_id", "source"]], on=["judgement_id", "candidate_id"])
     strengths = bradley_terry(wins) if len(sources) > 1 else pd.Series(0.0, index=sources)
     intervals = _bt_intervals(pairs, sources, boot or TaskBootstrap(frames, rounds),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from tqdm import tqdm
@@ -13,7 +13,10 @@ from app import judges_cli
 from app.slic_cli import slic_cli
 from app.cli_support import CliError, print_payload, reports_errors
 from app.config import load_settings
-from app.context import Context, open_context
+from app.context import open_context
+
+if TYPE_CHECKING:
+    from training.prompts import DocPrompt
 
 cli = typer.Typer(help="Calibra: collect human preferences on model outputs and train on them.",
                   no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False)
@@ -70,15 +73,11 @@ def models_fetch() -> None:
 @reports_errors
 def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Registered model versions. Example: calibra models list --json"""
-    from sqlalchemy import select
-
-    from db.models import ModelVersion
+    from training.registry import list_versions
 
     ctx = open_context()
     with ctx.transaction() as db:
-        rows = [{"id": v.id, "kind": v.kind.value, "name": v.name, "status": v.status.value,
-                 "round": v.round, "base_model": v.base_model, "artifact_path": v.artifact_path}
-                for v in db.scalars(select(ModelVersion).order_by(ModelVersion.id))]
+        rows = list_versions(db)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
@@ -114,8 +113,7 @@ def import_documents(
       calibra import documents --hf CarperAI/openai_summarize_tldr --split valid
     """
     from annotate.hub import fetch_split
-    from annotate.importing import FieldMap, import_records
-    from annotate.readers import read_records
+    from annotate.importing import FieldMap, import_files
 
     settings = load_settings()
     if (file is None) == (hf is None):
@@ -123,21 +121,10 @@ def import_documents(
     given = {"text": text_field, "title": title_field, "id": id_field, "reference": reference_field,
              "subreddit": subreddit_field, "split": split_field}
     fields = FieldMap(**{k: v for k, v in given.items() if v is not None}) if any(given.values()) else None
-    if hf is not None:
-        files = fetch_split(hf, split or "train", settings.home / "hub-cache")
-        record_split = split
-    else:
-        files = [file]
-        record_split = split
+    files = fetch_split(hf, split or "train", settings.home / "hub-cache") if hf is not None else [file]
     ctx = open_context(settings)
-    totals: dict[str, Any] = {}
-    for path in files:
-        with ctx.transaction() as db:
-            report = import_records(db, read_records(path, fmt), file=str(path),
-                                    source=source or (hf or path.stem), layout=layout, fields=fields,
-                                    split=record_split, max_chars=settings.max_document_chars)
-        for key, value in report.as_dict().items():
-            totals[key] = value if isinstance(value, str) else totals.get(key, 0) + value
+    totals = import_files(ctx.transaction, [f for f in files if f is not None], fmt=fmt, source=source or hf,
+                          layout=layout, fields=fields, split=split, max_chars=settings.max_document_chars)
     print_payload(totals, as_json)
 
 
@@ -197,24 +184,6 @@ def agreement(
                    f"Bradley-Terry {m['bt_strength']:+.2f}")
 
 
-EXPORT_FORMATS = ("jsonl", "parquet", "hf-dataset")
-
-
-def _write_table(frame: Any, out: Path, fmt: str) -> None:
-    """JSONL, Parquet, or a Hugging Face dataset folder (`datasets.load_from_disk` reads it)."""
-    if fmt not in EXPORT_FORMATS:
-        raise CliError(f"--format must be one of {', '.join(EXPORT_FORMATS)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "jsonl":
-        frame.to_json(out, orient="records", lines=True, force_ascii=False)
-    elif fmt == "parquet":
-        frame.to_parquet(out, index=False)
-    else:
-        import datasets
-
-        datasets.Dataset.from_pandas(frame, preserve_index=False).save_to_disk(str(out))
-
-
 @export_cli.command("preferences")
 @reports_errors
 def export_preferences(
@@ -232,7 +201,7 @@ def export_preferences(
       calibra export preferences --format parquet --margin large --out prefs.parquet
       calibra export preferences --format hf-dataset --out prefs/
     """
-    from annotate.export import ExportConfig, preference_pairs
+    from annotate.export import ExportConfig, preference_pairs, write_table
     from annotate.judgement_frames import Filters
 
     try:
@@ -242,7 +211,7 @@ def export_preferences(
     ctx = open_context()
     with ctx.transaction() as db:
         pairs, left_out = preference_pairs(db, cfg, Filters(round=round_))
-    _write_table(pairs, out, fmt)
+    write_table(pairs, out, fmt)
     typer.echo(f"{len(pairs)} pairs written to {out}; left out: "
                + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in left_out.items()))
 
@@ -259,13 +228,13 @@ def export_judgements(
 
     Example: calibra export judgements --out judgements.jsonl
     """
-    from annotate.export import judgements_table
+    from annotate.export import judgements_table, write_table
     from annotate.judgement_frames import Filters
 
     ctx = open_context()
     with ctx.transaction() as db:
         table = judgements_table(db, Filters(round=round_))
-    _write_table(table, out, fmt)
+    write_table(table, out, fmt)
     typer.echo(f"{len(table)} judgements written to {out}")
 
 
@@ -313,9 +282,8 @@ def generate(
       calibra generate --docs 5 --per-doc 4
       calibra generate --docs-file ../shared/data/tldr/posts_test400.jsonl --out samples.jsonl --docs 20
     """
+    from training.candidates import generate_candidates, summarise_to_file
     from training.generation import SamplingConfig
-    from training.generation import generate as sample_docs
-    from training.loading import load_causal_lm, load_tokenizer
 
     try:
         cfg = SamplingConfig(per_doc=per_doc, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -325,49 +293,17 @@ def generate(
     if (docs_file is None) != (out is None):
         raise CliError("--docs-file and --out go together")
     ctx = open_context()
-    version = _model_version(ctx, model)
-    tokenizer = load_tokenizer(version.base_model)
-    lm = load_causal_lm(version.base_model, device=device, adapter=version.artifact_path)
-    from training.prompts import resolve_template
-
-    decoding = cfg.decoding(resolve_template(tokenizer, cfg.template))
-    if docs_file is not None:
-        assert out is not None
-        prompts = _file_prompts(docs_file, docs, ctx.settings.max_document_chars)
-        with out.open("w") as fh, tqdm(total=len(prompts), desc="generating", unit="doc") as bar:
-            for doc, samples in sample_docs(lm, tokenizer, prompts, cfg):
-                for s in samples:
-                    fh.write(json.dumps({"line": doc.key, "title": doc.title, "summary": s.text,
-                                         "tokens": s.token_count, "model": version.name, **decoding}) + "\n")
-                fh.flush()
-                bar.update()
+    if docs_file is not None and out is not None:
+        written = summarise_to_file(ctx.transaction, cfg, _file_prompts(docs_file, docs, ctx.settings.max_document_chars),
+                                    out, model=model, device=device)
+        typer.echo(f"{written} summaries written to {out}")
         return
-    from training.candidates import documents_to_sample, store_samples
-
-    with ctx.transaction() as db:
-        prompts = documents_to_sample(db, version, limit=docs, per_doc=per_doc, split=split, source=source)
-    added = 0
-    with tqdm(total=len(prompts), desc="generating", unit="doc") as bar:
-        for doc, samples in sample_docs(lm, tokenizer, prompts, cfg):
-            with ctx.transaction() as db:  # each document's samples are kept if the run stops
-                added += store_samples(db, int(doc.key), version, samples, decoding)  # type: ignore[arg-type]
-            bar.update()
-            bar.set_postfix(candidates=added)
-    typer.echo(f"{added} new candidates from {version.name} for {len(prompts)} documents")
+    result = generate_candidates(ctx.transaction, cfg, model=model, limit=docs, split=split, source=source,
+                                 device=device)
+    typer.echo(f"{result['candidates_added']} new candidates from {result['model']} for {result['documents']} documents")
 
 
-def _model_version(ctx: Context, ref: str | None):  # type: ignore[no-untyped-def]
-    from training.registry import active_policy, find_version
-
-    with ctx.transaction() as db:
-        version = find_version(db, ref) if ref else active_policy(db)
-    if version is None:
-        raise CliError(f"no model version {ref!r}; see `calibra models list`" if ref else
-                       "no active policy; run `calibra models fetch`")
-    return version
-
-
-def _file_prompts(path: Path, limit: int | None, max_chars: int):  # type: ignore[no-untyped-def]
+def _file_prompts(path: Path, limit: int | None, max_chars: int) -> list[DocPrompt]:
     """Posts of a documents file, parsed and validated as `calibra import documents` does."""
     from annotate.importing import parse_documents
     from annotate.readers import read_records
@@ -430,18 +366,11 @@ def tasks_gold(task: Annotated[int, typer.Argument(help="task id")],
 @reports_errors
 def users_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Accounts that can log in, with their accuracy on gold tasks. Example: calibra users list"""
-    from sqlalchemy import select
-
-    from annotate.gold import gold_scores
-    from db.models import Rater
+    from annotate.users import list_accounts
 
     ctx = open_context()
     with ctx.transaction() as db:
-        gold = {g.rater: g for g in gold_scores(db)}
-        rows = [{"name": r.name, "role": r.role.value, "active": r.active,
-                 "gold_judged": gold[r.name].judged if r.name in gold else 0,
-                 "gold_accuracy": gold[r.name].accuracy if r.name in gold else None}
-                for r in db.scalars(select(Rater).where(Rater.password_hash.is_not(None)).order_by(Rater.name))]
+        rows = list_accounts(db)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -494,19 +423,15 @@ def demo_seed(per_doc: Annotated[int, typer.Option(help="samples per post from t
 
     Running it again adds nothing new. Example: calibra demo seed
     """
-    from sqlalchemy import select
-
-    from annotate.users import add_user
-    from db.models import Rater, Role
+    from annotate.users import ensure_users
+    from db.models import Role
 
     import_documents(file=DEMO_POSTS, source="demo", layout="documents")
     generate(per_doc=per_doc, source="demo", seed=0)
     tasks_create(per_task=min(4, per_doc + 1), batch="demo", source="demo")
     ctx = open_context()
     with ctx.transaction() as db:
-        for name, role in DEMO_USERS.items():
-            if db.scalar(select(Rater.id).where(Rater.name == name)) is None:
-                add_user(db, name, Role(role), DEMO_PASSWORD)
+        ensure_users(db, {name: Role(role) for name, role in DEMO_USERS.items()}, DEMO_PASSWORD)
     typer.echo(f"demo logins: {', '.join(DEMO_USERS)} (password: {DEMO_PASSWORD})")
 
 

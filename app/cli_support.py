@@ -10,7 +10,7 @@ import typer
 
 from annotate.errors import InvalidInput
 from app.config import ConfigError
-from training.errors import CheckpointMismatch, FetchError, ModelLoadError
+from training.errors import CheckpointMismatch, FetchError, ModelLoadError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,7 +25,7 @@ def reports_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (InvalidInput, ConfigError, ModelLoadError, FetchError, CheckpointMismatch, CliError) as exc:
+        except (InvalidInput, ConfigError, ModelLoadError, FetchError, CheckpointMismatch, UsageError, CliError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
     return wrapper  # type: ignore[return-value]

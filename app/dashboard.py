@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 
 from annotate.judgement_frames import Filters, load_frames
 from annotate.report import build_report, flagged, pairwise_agreement
+from annotate.submissions import LETTERS
 
 ESTIMATES = ("best_alpha_nominal", "pairwise_agreement", "quality_alpha_ordinal", "quality_alpha_interval",
              "factual_alpha_nominal", "factual_fleiss_kappa")
@@ -59,7 +60,7 @@ def models_table(report: dict[str, Any]) -> pd.DataFrame:
 
 
 def position_plot(report: dict[str, Any]) -> go.Figure:
-    rows = [{"rater": r["rater"], "position": "ABCD"[i], "share of best votes": share}
+    rows = [{"rater": r["rater"], "position": LETTERS[i], "share of best votes": share}
             for r in report["raters"] for i, share in enumerate(r["best_position_shares"])]
     return px.bar(pd.DataFrame(rows, columns=["rater", "position", "share of best votes"]), x="rater",
                   y="share of best votes", color="position", barmode="group", title="Position bias per rater")

@@ -2,41 +2,23 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from tqdm import tqdm
 
 from app.cli_support import CliError, print_payload, reports_errors
-from app.context import Context, open_context
+from app.context import open_context
 
 KIND_HELP = "reward (pointwise scalar head) | ranker (pairwise: document, A, B)"
 
 
-def _kind(kind: str) -> str:
-    if kind not in ("reward", "ranker"):
-        raise CliError(f"unknown model kind {kind!r}; use reward or ranker")
-    return kind
-
-
-def _resolve_model(ctx: Context, ref: str) -> tuple[str, Any]:
-    """A registered version (name or id) gives its artifact; anything else is a path or hub id."""
-    from training.registry import find_version
-
-    with ctx.transaction() as db:
-        version = find_version(db, ref)
-        if version is not None:
-            return version.artifact_path or version.base_model, version
-    return ref, None
-
-
-def _rounds(text: str | None) -> list[int] | None:
+def _ids(text: str | None, option: str, what: str) -> list[int] | None:
+    """`1,2,3` as a list of numbers; a bad value names its option."""
     if not text:
         return None
     if not re.fullmatch(r"\d+(,\d+)*", text):
-        raise CliError(f"--rounds must be round numbers separated by commas, got {text!r}")
+        raise CliError(f"{option} must be {what} separated by commas, got {text!r}")
     return [int(x) for x in text.split(",")]
 
 
@@ -75,66 +57,19 @@ def train(
       calibra train ranker --rounds 1,2 --init ranker-r1
       calibra train reward --data ../shared/data/tldr/pairs_train.jsonl --name rm-tldr
     """
-    from annotate.export import ExportConfig
-    from training.defaults import ENCODER
-    from training.judge_store import pairs_from_database, register_judge
-    from training.judge_config import JudgeConfig
-    from training.judges import train_judge
-    from training.loop import is_main_process
-    from training.preference_data import read_pairs, split_by_document, split_newest_round
+    from training.judges.jobs import JudgeTrainSpec, train_and_register
 
-    kind = _kind(kind)
     ctx = open_context()
-    overrides = {k: v for k, v in dict(epochs=epochs, learning_rate=learning_rate, max_length=max_length,
-                                       batch_texts=batch_texts, grad_accum=grad_accum, lora_r=lora_r,
-                                       freeze_layers=freeze_layers, read_post=read_post,
-                                       head_learning_rate=head_learning_rate, seed=seed).items() if v is not None}
-    try:
-        export = ExportConfig(margin=margin)
-        cfg = JudgeConfig(backbone=backbone or str(ENCODER.path(ctx.settings.models_dir)), test_fraction=test_fraction,
-                          use_margin=margin != "none", use_weight=weighted, **overrides)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    if data is not None:
-        pairs, snapshot = read_pairs(data), {"source": str(data)}
-    else:
-        with ctx.transaction() as db:
-            pairs, snapshot = pairs_from_database(db, _rounds(rounds), export)
-        if not pairs:
-            raise CliError("no preference pairs in the database yet (judge some tasks, or pass --data FILE)")
-    multi_round = len({p.round for p in pairs if p.round is not None}) > 1
-    split = ("newest" if multi_round else "document") if test_split == "auto" else test_split
-    if split not in ("document", "newest"):
-        raise CliError("--test-split must be auto, document or newest")
-    try:
-        train_pairs, test_pairs = (split_newest_round(pairs) if split == "newest"
-                                   else split_by_document(pairs, cfg.test_fraction, cfg.seed))
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    init_path, parent = _resolve_model(ctx, init) if init else (None, None)
-    name = name or f"{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    out = ctx.settings.models_dir / "judges" / name
-    with ctx.transaction() as db:
-        from training.registry import find_version
-
-        if find_version(db, name) is not None:
-            raise CliError(f"a model version named {name!r} exists already; pick another --name")
-    result = train_judge(kind, train_pairs, test_pairs, cfg, out=out, init=init_path,
-                         extra={**snapshot, "split": split, "test_pairs": len(test_pairs)})
-    if not is_main_process():  # `accelerate launch`: the main process registers what all of them trained
-        return
-    with ctx.transaction() as db:
-        version = register_judge(db, kind, name, str(out), cfg.backbone, config=cfg.as_dict(),
-                                 metrics={k: v for k, v in result.metrics.items() if k != "data_snapshot"},
-                                 snapshot=result.metrics["data_snapshot"], parent=parent,
-                                 round_=max((p.round for p in pairs if p.round is not None), default=None))
-        version_id = version.id
-    test = result.metrics.get("test", {})
-    print_payload({"model_version": name, "id": version_id, "path": str(out), "train_pairs": len(train_pairs),
-                   "test_pairs": len(test_pairs), "split": split, "accuracy": test.get("accuracy"),
-                   "length_baseline_accuracy": test.get("length_baseline_accuracy"),
-                   "similar_length_accuracy": test.get("similar_length_accuracy"),
-                   "train_seconds": round(result.metrics["train_seconds"], 1)}, as_json)
+    settings = {k: v for k, v in dict(backbone=backbone, test_fraction=test_fraction, epochs=epochs,
+                                      learning_rate=learning_rate, max_length=max_length, batch_texts=batch_texts,
+                                      grad_accum=grad_accum, lora_r=lora_r, freeze_layers=freeze_layers,
+                                      read_post=read_post, head_learning_rate=head_learning_rate,
+                                      seed=seed).items() if v is not None}
+    spec = JudgeTrainSpec(kind, data=data, rounds=_ids(rounds, "--rounds", "round numbers"), test_split=test_split,
+                          margin=margin, weighted=weighted, init=init, name=name, settings=settings)
+    trained = train_and_register(ctx.transaction, spec, ctx.settings.models_dir)
+    if trained is not None:  # None in the extra processes of `accelerate launch`
+        print_payload(trained.summary(), as_json)
 
 
 @reports_errors
@@ -150,18 +85,9 @@ def evaluate(
 
     Example: calibra eval reward --model rm-tldr --data heldout.jsonl --json
     """
-    from training.judges import evaluate_judge, load_judge
-    from training.preference_data import read_pairs
+    from training.judges.jobs import evaluate_file
 
-    kind = _kind(kind)
-    pairs = read_pairs(data, limit)
-    path, _ = _resolve_model(open_context(), model)
-    try:
-        judge = load_judge(kind, path)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    metrics = evaluate_judge(judge, pairs)
-    payload = {"model": model, "data": str(data), **metrics}
+    payload = evaluate_file(open_context().transaction, kind, model, data, limit)
     if not as_json:
         payload = {k: v for k, v in payload.items() if not isinstance(v, dict | list)}
     print_payload(payload, as_json)
@@ -180,26 +106,10 @@ def score(
 
     Example: calibra score --model rm-tldr --limit 50
     """
-    from training.judge_store import documents_to_score, mean_score_by_source, score_document
-    from training.judges import load_judge
+    from training.judges.jobs import score_documents
 
-    ctx = open_context()
-    path, version = _resolve_model(ctx, model)
-    if version is None or version.kind.value not in ("reward", "ranker"):
-        raise CliError(f"{model!r} is not a registered reward or ranker version; see `calibra models list`")
-    judge = load_judge(version.kind.value, path)
-    with ctx.transaction() as db:
-        work = documents_to_score(db, version, _rounds(documents), limit)
-    stored = 0
-    with tqdm(total=len(work), desc=f"scoring with {version.name}", unit="doc") as bar:
-        for doc, cands in work:
-            with ctx.transaction() as db:  # each document's scores are kept if the run stops
-                stored += score_document(db, judge, version, db.merge(doc), cands)
-            bar.update()
-    with ctx.transaction() as db:
-        means = mean_score_by_source(db, version)
-    print_payload({"model": version.name, "documents": len(work), "candidates_scored": stored,
-                   "mean_score_by_source": means}, as_json)
+    ids = _ids(documents, "--documents", "document ids")
+    print_payload(score_documents(open_context().transaction, model, ids, limit), as_json)
 
 
 def register(cli: typer.Typer) -> None:

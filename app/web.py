@@ -13,8 +13,6 @@ from datetime import timedelta
 from typing import Any
 
 import gradio as gr
-from sqlalchemy import select
-
 from annotate.errors import InvalidInput, NotFound
 from annotate.queue import QueuePolicy, next_assignment
 from annotate.submissions import (
@@ -25,7 +23,7 @@ from annotate.submissions import (
     skip,
     submit,
 )
-from annotate.users import authenticate
+from annotate.users import active_rater, authenticate
 from annotate.views import TaskView, progress, task_view
 from app.context import Context
 from app.dashboard import build_dashboard
@@ -82,7 +80,7 @@ class Handlers:
         name = getattr(request, "username", None) if request is not None else None
         if not name:
             raise NotLoggedIn("Please log in.")
-        rater = db.scalar(select(Rater).where(Rater.name == name, Rater.active.is_(True)))
+        rater = active_rater(db, name)
         if rater is None:
             raise NotLoggedIn(f"No active account {name!r}.")
         return rater

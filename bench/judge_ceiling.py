@@ -40,10 +40,10 @@ from sklearn.model_selection import GroupKFold
 from transformers import AutoModel, AutoTokenizer
 
 from training.defaults import ENCODER
-from training.judge_config import scalar_head
-from training.judge_metrics import pair_metrics
-from training.judges import judge_probabilities, load_judge
-from training.preference_data import PreferencePair, read_pairs, split_by_document
+from training.judges.scalar_model import scalar_head
+from training.judges.metrics import pair_metrics
+from training.judges.trainer import judge_probabilities, load_judge
+from training.judges.pairs import PreferencePair, read_pairs, split_by_document
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "tldr" / "pairs_train.jsonl"

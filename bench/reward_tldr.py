@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from training.defaults import ENCODER
-from training.judge_config import JudgeConfig
-from training.judges import train_judge
-from training.preference_data import read_pairs, split_by_document
+from training.judges.config import JudgeConfig
+from training.judges.trainer import train_judge
+from training.judges.pairs import read_pairs, split_by_document
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "tldr" / "pairs_train.jsonl"

@@ -59,9 +59,9 @@ class PeakRss:
 
 
 def _examples(tokenizer, n: int) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
-    from training.preference_data import read_pairs
+    from training.judges.pairs import read_pairs
     from training.prompts import DocPrompt, build_prompt
-    from training.slic_data import document_from_prompt
+    from training.slic.data import document_from_prompt
 
     out = []
     for p in read_pairs(PAIRS, n):
@@ -76,9 +76,9 @@ def run_method(method: str, batch: int, steps: int) -> dict[str, object]:
 
     from training.defaults import POLICY
     from training.loading import load_causal_lm, load_tokenizer
-    from training.slic_collator import SlicExample
-    from training.slic_config import SlicConfig
-    from training.slic_trainer import (
+    from training.slic.collator import SlicExample
+    from training.slic.config import SlicConfig
+    from training.slic.trainer import (
         SequenceScorer,
         add_policy_lora,
         policy_collator,

@@ -24,9 +24,9 @@ import torch
 
 from training.defaults import POLICY
 from training.generation import SamplingConfig
-from training.slic_config import SlicConfig
-from training.slic_data import RoundDocument
-from training.slic_round import (SLIC_SAMPLING, Policy, RoundFiles, load_round, run_evaluation, run_sample_rank,
+from training.slic.config import SlicConfig
+from training.slic.data import RoundDocument
+from training.slic.round import (SLIC_SAMPLING, Policy, RoundFiles, load_round, run_evaluation, run_sample_rank,
                                  run_train)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
 """Tables, engine and migrations. Imports nothing else from Calibra."""
-from db.engine import make_engine, session_factory, transaction
+from db.engine import Transactions, make_engine, session_factory, transaction
 from db.migrate import upgrade
 from db.models import (
     Assignment,
@@ -27,5 +27,5 @@ __all__ = [
     "Assignment", "AssignmentStatus", "Base", "Candidate", "CandidateOrigin", "CandidateRating", "CandidateScore",
     "ComparisonTask", "Document", "Judgement", "ModelKind", "ModelStatus", "ModelVersion",
     "Rater", "Role", "RunStatus", "Strength", "TaskCandidate", "TrainingRun",
-    "make_engine", "session_factory", "transaction", "upgrade",
+    "Transactions", "make_engine", "session_factory", "transaction", "upgrade",
 ]

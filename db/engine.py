@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -70,3 +70,8 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One short unit of work: commit on success, roll back everything on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+Transactions = Callable[[], AbstractContextManager[Session]]
+"""What long-running work is given instead of a session: a way to open one short transaction at a
+time (`Context.transaction`), so a training run never holds the database while it computes."""

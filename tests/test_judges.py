@@ -12,14 +12,15 @@ import torch.nn.functional as F
 from annotate.errors import InvalidInput
 from training.artifacts import atomic_dir
 from training.errors import CheckpointMismatch
-from training.judge_inputs import JudgeCollator
-from training.judge_config import SIMILARITY_SCALE, JudgeConfig
-from training.judge_store import ranking_scores
-from training.judges import load_judge, train_judge
-from training.preference_data import PreferencePair, read_pairs, split_by_document, split_newest_round
-from training.ranker_model import PairwiseRanker, ordered_batches
-from training.ranking import rank_by_scores, tournament
-from training.reward_model import RewardScorer, group_batches, preference_loss
+from training.judges.collator import JudgeCollator
+from training.judges.config import JudgeConfig
+from training.judges.scalar_model import SIMILARITY_SCALE
+from training.judges.candidate_ranking import ranking_scores
+from training.judges.trainer import load_judge, train_judge
+from training.judges.pairs import PreferencePair, read_pairs, split_by_document, split_newest_round
+from training.judges.ranker_model import PairwiseRanker, ordered_batches
+from training.judges.candidate_ranking import rank_by_scores, tournament
+from training.judges.reward_model import RewardScorer, group_batches, preference_loss
 
 from tests.conftest import TLDR
 
@@ -229,7 +230,7 @@ def test_a_judge_learns_a_learnable_preference(kind: str, tiny_encoder: Path, tm
     saved = json.loads((tmp_path / kind / "judge.json").read_text())
     assert saved["kind"] == kind and saved["data_snapshot"]["pairs"] == len(train)
     again = load_judge(kind, tmp_path / kind)
-    from training.judges import evaluate_judge
+    from training.judges.trainer import evaluate_judge
 
     assert evaluate_judge(again, test)["accuracy"] == result.metrics["test"]["accuracy"]
     assert [p.name for p in tmp_path.iterdir()] == [kind]  # no temporary or checkpoint folders left

@@ -10,11 +10,11 @@ import torch
 
 from annotate.errors import InvalidInput
 from training.loading import load_causal_lm, load_tokenizer
-from training.slic_collator import SlicCollator, SlicExample
-from training.slic_config import SlicConfig
-from training.slic_data import RankedDocument, RoundDocument, direct_documents, read_round, slic_examples
-from training.slic_loss import continuation_logprobs, full_sequence_logprobs, slic_loss
-from training.slic_trainer import SequenceScorer, add_policy_lora, slic_step, train_slic
+from training.slic.collator import SlicCollator, SlicExample
+from training.slic.config import SlicConfig
+from training.slic.data import RankedDocument, RoundDocument, direct_documents, read_round, slic_examples
+from training.slic.loss import continuation_logprobs, full_sequence_logprobs, slic_loss
+from training.slic.trainer import SequenceScorer, add_policy_lora, slic_step, train_slic
 
 
 def test_slic_loss_by_hand() -> None:
@@ -93,7 +93,7 @@ def test_round_records_give_one_example_per_ranked_pair(tiny_lm: Path) -> None:
     clearest = slic_examples(_records(), tok, "chat", "reference", 512, pairs_per_document=2)
     assert [(e.positive, e.negative) for e in clearest] == [("cat knocks cups over", "a cat"),
                                                             ("cat knocks cups over", "pets are fun")]
-    from training.preference_data import PreferencePair
+    from training.judges.pairs import PreferencePair
 
     direct = direct_documents([PreferencePair("SUBREDDIT: r/pets\nTITLE: Cat\nPOST: text", "a", "b"),
                                PreferencePair("SUBREDDIT: r/pets\nTITLE: Cat\nPOST: text", "a", "c")])
@@ -121,8 +121,8 @@ def test_training_resumes_after_an_interruption(tiny_lm: Path, tmp_path: Path) -
 
 def test_a_round_end_to_end_on_tiny_models(tiny_lm: Path, tiny_encoder: Path, tmp_path: Path) -> None:
     from training.generation import SamplingConfig
-    from training.slic_round import Policy, RoundFiles, run_evaluation, run_sample_rank, run_train
-    from training.slic_trainer import merge_adapter
+    from training.slic.round import Policy, RoundFiles, run_evaluation, run_sample_rank, run_train
+    from training.slic.trainer import merge_adapter
 
     docs = [RoundDocument(str(i), f"Post number {i}: my neighbour's dog barks all night and I cannot sleep.",
                           f"Dog {i}", "advice", reference=f"dog barks at night {i}") for i in range(4)]
@@ -160,8 +160,8 @@ def test_a_round_end_to_end_on_tiny_models(tiny_lm: Path, tiny_encoder: Path, tm
 
 def test_win_rates_overrule_the_judge_where_a_sample_restates_the_layout(tiny_encoder: Path) -> None:
     from annotate.export import format_post
-    from training.judges import load_judge
-    from training.slic_eval import win_rates
+    from training.judges.trainer import load_judge
+    from training.slic.eval import win_rates
 
     judge = load_judge("reward", str(tiny_encoder), device="cpu")
     posts = ["my dog barks all night", "the cat knocks cups over", "rent went up again"]
@@ -187,7 +187,7 @@ def test_a_round_from_the_apps_own_data_with_the_cli(env, ctx, tiny_lm: Path, ti
     from app.cli import cli
     from db.models import Candidate, CandidateScore, ModelKind, ModelStatus, ModelVersion
     from tests.conftest import TLDR
-    from training.slic_store import activate_policy
+    from training.registry import activate_policy
 
     run = CliRunner().invoke
     posts = env / "posts.jsonl"
@@ -231,7 +231,7 @@ def test_several_processes_train_one_adapter(tiny_lm: Path, tmp_path: Path) -> N
     script = tmp_path / "train.py"
     script.write_text(
         "import sys\nfrom pathlib import Path\nfrom tests.test_slic import EXAMPLES\n"
-        "from training.slic_config import SlicConfig\nfrom training.slic_trainer import train_slic\n"
+        "from training.slic.config import SlicConfig\nfrom training.slic.trainer import train_slic\n"
         "cfg = SlicConfig(lora_r=4, lora_dropout=0.0, batch_size=2, learning_rate=1e-3, epochs=2,\n"
         "                 grad_accum=int(sys.argv[3]))\n"
         "train_slic(sys.argv[1], EXAMPLES * 4, cfg, out=Path(sys.argv[2]), device='cpu', progress=False)\n")

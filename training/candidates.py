@@ -1,12 +1,22 @@
-"""Choose documents to sample for, and store what a model version generated for them."""
+"""Sample candidate summaries from a model version: for the database's documents (stored as
+they are made, so an interrupted run goes on where it stopped) or for a file's posts."""
 from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from db.engine import Transactions
 from db.models import Candidate, CandidateOrigin, Document, ModelVersion, digest
-from training.generation import Sample
-from training.prompts import DocPrompt
+from training.generation import Sample, SamplingConfig, generate
+from training.loading import load_causal_lm, load_tokenizer
+from training.prompts import DocPrompt, resolve_template
+from training.registry import resolve_version
 
 
 def documents_to_sample(db: Session, version: ModelVersion, *, limit: int | None, per_doc: int,
@@ -44,3 +54,48 @@ def store_samples(db: Session, document_id: int, version: ModelVersion, samples:
         added += 1
     db.flush()
     return added
+
+
+def _sampler(tx: Transactions, model: str | None, device: str
+             ) -> tuple[ModelVersion, PreTrainedModel, PreTrainedTokenizerBase]:
+    with tx() as db:
+        version = resolve_version(db, model)
+        db.expunge(version)
+    tokenizer = load_tokenizer(version.base_model)
+    return version, load_causal_lm(version.base_model, device=device, adapter=version.artifact_path), tokenizer
+
+
+def generate_candidates(tx: Transactions, cfg: SamplingConfig, *, model: str | None = None, limit: int | None = None,
+                        split: str | None = None, source: str | None = None, device: str = "auto",
+                        progress: bool = True) -> dict[str, object]:
+    """Sample `cfg.per_doc` candidates for every document that has fewer from this version (the
+    active policy by default), a transaction per document; how many were added."""
+    version, lm, tokenizer = _sampler(tx, model, device)
+    decoding = cfg.decoding(resolve_template(tokenizer, cfg.template))
+    with tx() as db:
+        prompts = documents_to_sample(db, version, limit=limit, per_doc=cfg.per_doc, split=split, source=source)
+    added = 0
+    with tqdm(total=len(prompts), desc="generating", unit="doc", disable=not progress) as bar:
+        for doc, samples in generate(lm, tokenizer, prompts, cfg):
+            with tx() as db:  # each document's samples are kept if the run stops
+                added += store_samples(db, int(str(doc.key)), version, samples, decoding)
+            bar.update()
+            bar.set_postfix(candidates=added)
+    return {"model": version.name, "documents": len(prompts), "candidates_added": added}
+
+
+def summarise_to_file(tx: Transactions, cfg: SamplingConfig, prompts: Sequence[DocPrompt], out: Path, *,
+                      model: str | None = None, device: str = "auto", progress: bool = True) -> int:
+    """Summaries of posts that are not in the database, one JSON line per sample; how many."""
+    version, lm, tokenizer = _sampler(tx, model, device)
+    decoding = cfg.decoding(resolve_template(tokenizer, cfg.template))
+    written = 0
+    with out.open("w") as fh, tqdm(total=len(prompts), desc="generating", unit="doc", disable=not progress) as bar:
+        for doc, samples in generate(lm, tokenizer, prompts, cfg):
+            for s in samples:
+                fh.write(json.dumps({"line": doc.key, "title": doc.title, "summary": s.text,
+                                     "tokens": s.token_count, "model": version.name, **decoding}) + "\n")
+                written += 1
+            fh.flush()
+            bar.update()
+    return written

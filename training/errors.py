@@ -11,3 +11,8 @@ class FetchError(RuntimeError):
 
 class CheckpointMismatch(ValueError):
     """A run's checkpoint cannot resume under the present settings."""
+
+
+class UsageError(ValueError):
+    """A request that cannot be carried out as given (an unknown version, no data yet); the
+    message says what to do instead."""

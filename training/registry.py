@@ -1,13 +1,19 @@
-"""Model versions in the database: the defaults, lookups by name or id, the active policy."""
+"""Model versions in the database: the defaults, lookups by name or id, registration of what a
+trainer produced, and the active policy."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import ModelKind, ModelStatus, ModelVersion
 from training.defaults import DEFAULTS
+from training.errors import UsageError
+
+JUDGE_KINDS = (ModelKind.REWARD, ModelKind.RANKER)
 
 
 def register_defaults(db: Session, models_dir: Path) -> list[ModelVersion]:
@@ -37,3 +43,56 @@ def find_version(db: Session, ref: str) -> ModelVersion | None:
     if ref.isdigit():
         return db.get(ModelVersion, int(ref))
     return db.scalar(select(ModelVersion).where(ModelVersion.name == ref))
+
+
+def resolve_version(db: Session, ref: str | None, kinds: Collection[ModelKind] = ()) -> ModelVersion:
+    """The version `ref` names (id or name), or the active policy when `ref` is None; a clear
+    `UsageError` when there is none, or when it is not of one of `kinds`."""
+    if ref is None:
+        version = active_policy(db)
+        if version is None:
+            raise UsageError("no active policy; run `calibra models fetch`")
+        return version
+    version = find_version(db, ref)
+    if version is None:
+        raise UsageError(f"no model version {ref!r}; see `calibra models list`")
+    if kinds and version.kind not in kinds:
+        wanted = " or ".join(k.value for k in kinds)
+        raise UsageError(f"{ref!r} is a {version.kind.value} version, not a {wanted} version; "
+                         "see `calibra models list`")
+    return version
+
+
+def check_name_free(db: Session, name: str) -> None:
+    if db.scalar(select(ModelVersion.id).where(ModelVersion.name == name)) is not None:
+        raise UsageError(f"a model version named {name!r} exists already; pick another name")
+
+
+def register_version(db: Session, kind: ModelKind, name: str, base_model: str, artifact: str | None, *,
+                     parent: ModelVersion | None, round_: int | None, config: dict[str, Any],
+                     metrics: dict[str, Any], snapshot: dict[str, Any]) -> ModelVersion:
+    """What a trainer saved, as a model version with its lineage (parent, round), the data it
+    learned from, its settings and its metrics."""
+    check_name_free(db, name)
+    version = ModelVersion(kind=kind, name=name, base_model=base_model, artifact_path=artifact,
+                           parent_id=parent.id if parent else None, round=round_, data_snapshot=snapshot,
+                           config=config, metrics=metrics, status=ModelStatus.REGISTERED)
+    db.add(version)
+    db.flush()
+    return version
+
+
+def activate_policy(db: Session, version: ModelVersion) -> None:
+    """Make `version` the policy new samples come from; the previous active one is retired."""
+    for other in db.scalars(select(ModelVersion).where(ModelVersion.kind == ModelKind.POLICY,
+                                                       ModelVersion.status == ModelStatus.ACTIVE)):
+        other.status = ModelStatus.RETIRED
+    version.status = ModelStatus.ACTIVE
+    db.flush()
+
+
+def list_versions(db: Session) -> list[dict[str, Any]]:
+    """Every registered version, oldest first, as `calibra models list --json` prints them."""
+    return [{"id": v.id, "kind": v.kind.value, "name": v.name, "status": v.status.value, "round": v.round,
+             "base_model": v.base_model, "artifact_path": v.artifact_path}
+            for v in db.scalars(select(ModelVersion).order_by(ModelVersion.id))]

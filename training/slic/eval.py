@@ -17,32 +17,27 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from annotate.export import repeats_layout
-from training.judge_metrics import SIMILAR_LENGTH, words
-from training.ranker_model import PairwiseRanker
-from training.ranking import overrule
-from training.reward_model import RewardScorer
-from training.slic_collator import SlicCollator
-from training.slic_loss import continuation_logprobs
+from annotate.export import repeats_layout, similar_length, words
+from training.judges.candidate_ranking import overrule
+from training.judges.scalar_model import ScalarJudge
+from training.slic.collator import SlicCollator
+from training.slic.loss import continuation_logprobs
 
-def preferences(judge: RewardScorer | PairwiseRanker, posts: Sequence[str], a: Sequence[str],
-                b: Sequence[str]) -> list[float]:
+
+def preferences(judge: ScalarJudge, posts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> list[float]:
     """Per document, 1 if the judge prefers a, 0 if b, 0.5 for a tie."""
-    if isinstance(judge, RewardScorer):
-        ra, rb = judge.score(list(posts), list(a)), judge.score(list(posts), list(b))
-        return [1.0 if x > y else 0.0 if x < y else 0.5 for x, y in zip(ra, rb, strict=True)]
     probs = judge.prefer(list(zip(posts, a, b, strict=True)))
     return [1.0 if p > 0.5 else 0.0 if p < 0.5 else 0.5 for p in probs]
 
 
-def win_rates(judge: RewardScorer | PairwiseRanker, posts: Sequence[str], a: Sequence[str],
+def win_rates(judge: ScalarJudge, posts: Sequence[str], a: Sequence[str],
               b: Sequence[str]) -> dict[str, Any]:
     """Win rate of a over b as the round's ranking decides: the judge, overruled where one side
     restates the prompt's layout (it loses); `judge_alone_win_rate` is the judge unruled."""
     alone = preferences(judge, posts, a, b)
     wins = [overrule(w, repeats_layout(x), repeats_layout(y)) for w, x, y in zip(alone, a, b, strict=True)]
     similar = [w for w, x, y in zip(wins, a, b, strict=True)
-               if abs(words(x) - words(y)) <= SIMILAR_LENGTH * max(words(x), words(y), 1)]
+               if similar_length(words(x), words(y))]
     return {"win_rate": _mean(wins), "judge_alone_win_rate": _mean(alone), "pairs": len(wins),
             "length_controlled_win_rate": _mean(similar), "similar_length_pairs": len(similar)}
 
@@ -72,7 +67,7 @@ def length_stats(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> di
             "mean_tokens": sum(len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]) / n}
 
 
-def compare_policies(judges: dict[str, RewardScorer | PairwiseRanker], posts: Sequence[str], new: Sequence[str],
+def compare_policies(judges: dict[str, ScalarJudge], posts: Sequence[str], new: Sequence[str],
                      previous: Sequence[str], references: Sequence[str | None]) -> dict[str, Any]:
     """Win rates of new over previous, and of both over the human reference, per judge."""
     with_ref = [i for i, r in enumerate(references) if r]

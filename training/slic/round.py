@@ -18,16 +18,15 @@ from tqdm.auto import tqdm
 from annotate.export import repeats_layout
 from training.artifacts import write_json
 from training.generation import SamplingConfig, generate
-from training.judges import load_judge
+from training.judges.trainer import load_judge
 from training.loading import load_causal_lm, load_tokenizer
 from training.prompts import DocPrompt, build_prompt, resolve_template
-from training.judge_store import rank_candidates
-from training.slic_config import SlicConfig
-from training.slic_data import RankedDocument, RoundDocument, read_round, sample_rank, slic_examples
-from training.slic_eval import compare_policies, length_stats, mean_logprob
-from training.slic_trainer import SlicResult, policy_collator, train_slic
+from training.slic.config import RoundSampling, SlicConfig
+from training.slic.data import RankedDocument, RoundDocument, read_round, sample_rank, slic_examples
+from training.slic.eval import compare_policies, length_stats, mean_logprob
+from training.slic.trainer import SlicResult, policy_collator, train_slic
 
-SLIC_SAMPLING = SamplingConfig(per_doc=8, temperature=0.7, top_k=40)  # the paper's m, temperature and top-k
+SLIC_SAMPLING = RoundSampling().sampling()  # the paper's m, temperature and top-k
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ def run_sample_rank(policy: Policy, docs: Sequence[RoundDocument], judge_kind: s
     (the CLI stores them in the database)."""
     judge = load_judge(judge_kind, judge_path, device=device)
     return sample_rank(docs, _sampler(policy, sampling, device, progress),
-                       lambda post, texts: rank_candidates(judge, post, texts), f"{judge_kind}:{judge_path}",
+                       judge.rank, f"{judge_kind}:{judge_path}",
                        files.data, on_document)
 
 

@@ -12,12 +12,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import math
+
 import torch
 import torch.nn.functional as F
 
-from training.judge_config import JudgeConfig, ScalarJudge, chunks_by_document
+from training.judges.candidate_ranking import Ranking, rank_by_scores
+from training.judges.config import JudgeConfig
+from training.judges.scalar_model import ScalarJudge, chunks_by_document
 from training.loop import StepOutput
-from training.preference_data import PreferencePair, document_batches
+from training.judges.pairs import PreferencePair, document_batches
 
 
 def preference_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | None = None,
@@ -67,6 +71,9 @@ def _scored_batch(pairs: list[PreferencePair]) -> ScoredBatch:
 class RewardScorer(ScalarJudge):
     """The reward model: r(document, summary)."""
 
+    kind = "reward"
+    training_batches = staticmethod(group_batches)
+
     @torch.no_grad()
     def score(self, documents: Sequence[str], texts: Sequence[str], batch_size: int = 32) -> list[float]:
         self.model.eval()
@@ -89,12 +96,16 @@ class RewardScorer(ScalarJudge):
                                batch.weight.to(dev) if cfg.use_weight else None)
         return StepOutput(loss, len(batch.chosen), {"acc": float((chosen > rejected).float().mean())})
 
-    def pair_scores(self, pairs: Sequence[PreferencePair], batch_size: int = 32) -> list[tuple[float, float]]:
-        """(r(chosen), r(rejected)) for every pair, each distinct input scored once."""
+    def prefer(self, comparisons: Sequence[tuple[str, str, str]], batch_size: int = 32) -> list[float]:
+        """σ(r(a) - r(b)) for each (document, a, b), each distinct (document, summary) scored once."""
         index: dict[tuple[str, str], int] = {}
-        for p in pairs:
-            for text in (p.chosen, p.rejected):
-                index.setdefault((p.prompt, text), len(index))
+        for doc, a, b in comparisons:
+            for text in (a, b):
+                index.setdefault((doc, text), len(index))
         inputs = list(index)
         scores = self.score([d for d, _ in inputs], [t for _, t in inputs], batch_size)
-        return [(scores[index[(p.prompt, p.chosen)]], scores[index[(p.prompt, p.rejected)]]) for p in pairs]
+        return [1 / (1 + math.exp(scores[index[(doc, b)]] - scores[index[(doc, a)]])) for doc, a, b in comparisons]
+
+    def rank_flagged(self, prompt: str, texts: list[str], demoted: list[bool]) -> Ranking:
+        """Score and sort: the best against every other candidate."""
+        return rank_by_scores(self.score([prompt] * len(texts), texts), demoted)

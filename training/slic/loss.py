@@ -20,7 +20,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
 from training.loading import cache_kwarg, output_cache
-from training.slic_config import SlicConfig
+from training.slic.config import SlicConfig
 
 
 def slic_loss(logp_pos: torch.Tensor, logp_neg: torch.Tensor, logp_ref: torch.Tensor,

@@ -11,13 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from training.preference_data import PreferencePair
-
-SIMILAR_LENGTH = 0.2  # word counts within 20% of the longer summary
-
-
-def words(text: str) -> int:
-    return len(text.split())
+from annotate.export import SIMILAR_LENGTH, words
+from training.judges.pairs import PreferencePair
 
 
 def _accuracy(correct: np.ndarray) -> float | None:

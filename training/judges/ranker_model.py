@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from training.judge_config import JudgeConfig, ScalarJudge, chunks_by_document
+from training.judges.candidate_ranking import Ranking, tournament
+from training.judges.config import JudgeConfig
+from training.judges.scalar_model import ScalarJudge, chunks_by_document
 from training.loop import StepOutput
-from training.preference_data import PreferencePair, document_batches
+from training.judges.pairs import PreferencePair, document_batches
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ def ordered_batches(pairs: Sequence[PreferencePair], batch_texts: int, seed: int
 
 class PairwiseRanker(ScalarJudge):
     """The ranking model: head(A) - head(B), both read beside each other and the post."""
+
+    kind = "ranker"
+    training_batches = staticmethod(ordered_batches)
 
     def logits(self, documents: Sequence[str], segments: Sequence[tuple[str, str]],
                model: torch.nn.Module | None = None) -> torch.Tensor:
@@ -70,3 +75,8 @@ class PairwiseRanker(ScalarJudge):
             for j, k in enumerate(chunk):
                 probs[k] = (p[2 * j] + 1 - p[2 * j + 1]) / 2
         return probs
+
+    def rank_flagged(self, prompt: str, texts: list[str], demoted: list[bool]) -> Ranking:
+        """A tournament: m - 1 comparisons for m candidates."""
+        return tournament(len(texts), lambda games: self.prefer([(prompt, texts[a], texts[b]) for a, b in games]),
+                          demoted)

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from annotate.export import InvalidInput, format_post, split_prompt
-from training.preference_data import PreferencePair
+from training.judges.pairs import PreferencePair
 from training.prompts import DocPrompt, build_prompt
-from training.ranking import Ranking
-from training.slic_collator import SlicExample
+from training.judges.candidate_ranking import Ranking
+from training.slic.collator import SlicExample
 
 
 @dataclass(frozen=True)

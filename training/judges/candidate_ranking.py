@@ -16,6 +16,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from annotate.export import repeats_layout
+
 
 @dataclass(frozen=True)
 class RankedPair:
@@ -76,3 +78,21 @@ def _flags(demoted: Sequence[bool], m: int) -> list[bool]:
     if demoted and len(demoted) != m:
         raise ValueError(f"{len(demoted)} demotion flags for {m} candidates")
     return list(demoted) or [False] * m
+
+
+def ranking_scores(best: int, winners: Sequence[int], scores: Sequence[float] | None,
+                   texts: Sequence[str]) -> list[tuple[float, int]]:
+    """(score, rank) per candidate of a ranking: the reward itself, or else the number of
+    comparisons won (`winners` holds the better side of each); rank 1 is `best`, and candidates
+    that restate the prompt's layout come after all others, as in the ranking."""
+    m = len(texts)
+    if scores is not None:
+        scores = list(scores)
+    else:
+        scores = [0.0] * m
+        for i in winners:
+            scores[i] += 1
+    demoted = [repeats_layout(t) for t in texts]
+    order = sorted(range(m), key=lambda i: (i != best, demoted[i], -scores[i]))
+    ranks = {i: r + 1 for r, i in enumerate(order)}
+    return [(scores[i], ranks[i]) for i in range(m)]

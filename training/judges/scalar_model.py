@@ -1,49 +1,24 @@
-"""Settings of the two judges (reward and ranking model), and LoRA for causal LM backbones."""
+"""The scalar judge: a pretrained backbone with a one-output head, which the reward model and
+the ranking model both are; loading, freezing, LoRA, and the head's output on packed inputs."""
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, ClassVar, Self
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from training.judge_inputs import JudgeCollator, is_encoder
+from annotate.export import repeats_layout
+from training.judges.candidate_ranking import Ranking
+from training.judges.collator import JudgeCollator, is_encoder
+from training.judges.config import JudgeConfig
+from training.judges.pairs import PreferencePair
 from training.loading import load_sequence_classifier, load_tokenizer
-from training.loop import LoopConfig
-
-
-@dataclass
-class JudgeConfig(LoopConfig):
-    """Settings shared by the reward and the ranking model (cosine schedule with warm-up, as
-    Llama 2; two epochs rather than its one, found on the TL;DR comparisons)."""
-
-    backbone: str = field(default="", metadata={"help": "hub id, folder or GGUF file; empty: the default encoder"})
-    epochs: int = 2  # the second epoch takes held-out accuracy from 0.596 to 0.604 (docs/benchmarks.md)
-    max_length: int = field(default=256, metadata={"help": "tokens per input; the post is cut, never the summary"})
-    learning_rate: float = 1e-5  # gentle: 5e-5 trades the encoder's similarity for length (docs/benchmarks.md)
-    head_learning_rate: float = field(default=0.0, metadata={
-        "help": "peak learning rate of the scalar head; 0: the same as the backbone's"})
-    batch_texts: int = field(default=8, metadata={"help": "inputs per forward pass"})
-    use_margin: bool = field(default=False, metadata={"help": "subtract the pair's margin inside the loss"})
-    use_weight: bool = field(default=False, metadata={"help": "weight each pair by its export weight"})
-    freeze_layers: int = field(default=0, metadata={
-        "help": "keep the embeddings and this many lowest layers fixed: less to back-propagate, less to over-fit"})
-    read_post: bool = field(default=False, metadata={
-        "help": "summaries attend to the post (cross-encoder); off: post and summary are embedded apart and "
-                "the head weighs their agreement (two towers, the sentence encoder's own geometry)"})
-    lora_r: int = field(default=0, metadata={"help": ">0: LoRA on the backbone (decoders), head trainable"})
-    lora_alpha: int = 32
-    test_fraction: float = field(default=0.2, metadata={"help": "documents held out when no test set is given"})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.batch_texts < 2:
-            raise ValueError("batch_texts must be at least 2")
-
+from training.loop import StepOutput
 
 MANIFEST = "judge.json"  # a saved judge's kind, settings, metrics and data
 SIMILARITY_SCALE = 4.0  # about the slope of P(preferred) on the cosine gap, fitted on TL;DR comparisons
@@ -132,8 +107,14 @@ def chunks_by_document(documents: Sequence[str], size: int) -> list[list[int]]:
     return [order[i:i + size] for i in range(0, len(order), size)]
 
 
-class ScalarJudge:
-    """A backbone with a scalar head, its tokenizer and input layout (see `judge_inputs`)."""
+class ScalarJudge(ABC):
+    """A backbone with a scalar head, its tokenizer and input layout (see `collator`).
+
+    The one interface of both judges: `prefer` gives P(a ≻ b) for (document, a, b), `rank`
+    orders one document's candidates into the pairs a SLiC-HF round learns from; training
+    goes through `training_batches` and `batch_loss`. Callers never ask which judge it is."""
+
+    kind: ClassVar[str]
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: JudgeConfig) -> None:
         self.model, self.tokenizer = model, tokenizer
@@ -168,3 +149,25 @@ class ScalarJudge:
         head = scalar_head(model)
         # the backbone's output is fp32 under mixed precision (accelerate) and bf16 without it
         return head(pooled.to(next(head.parameters()).dtype))[..., 0].float()
+
+    @abstractmethod
+    def prefer(self, comparisons: Sequence[tuple[str, str, str]], batch_size: int = 32) -> list[float]:
+        """P(a ≻ b) for each (document, a, b)."""
+
+    def rank(self, prompt: str, texts: Sequence[str]) -> Ranking:
+        """One document's candidates ranked; a candidate that restates the prompt's layout ranks
+        below every one that does not, whatever the judge says."""
+        return self.rank_flagged(prompt, list(texts), [repeats_layout(t) for t in texts])
+
+    @abstractmethod
+    def rank_flagged(self, prompt: str, texts: list[str], demoted: list[bool]) -> Ranking:
+        """The ranking with `demoted` candidates after all others."""
+
+    @staticmethod
+    @abstractmethod
+    def training_batches(pairs: Sequence[PreferencePair], batch_texts: int, seed: int) -> list[Any]:
+        """An epoch's batches, whole documents each, about `batch_texts` inputs per batch."""
+
+    @abstractmethod
+    def batch_loss(self, batch: Any, cfg: JudgeConfig, model: torch.nn.Module | None = None) -> StepOutput:
+        """The loss of one batch; `model` is the training loop's wrapped copy when it has one."""

@@ -1,27 +1,27 @@
-"""The judges and the database: training pairs from the app's judgements, model versions for
-trained judges, and the scores they give to stored candidates."""
+"""The judges and the database: training pairs from the app's judgements, and the scores the
+judges give to stored candidates."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from annotate.export import ExportConfig, format_post, preference_pairs, repeats_layout
+from annotate.export import ExportConfig, format_post, preference_pairs
 from db.models import (
     Candidate,
     CandidateScore,
     ComparisonTask,
     Document,
     Judgement,
-    ModelKind,
     ModelVersion,
 )
-from training.preference_data import PreferencePair, pairs_from_rows
-from training.ranker_model import PairwiseRanker
-from training.ranking import Ranking, rank_by_scores, tournament
-from training.reward_model import RewardScorer
+from training.judges.candidate_ranking import ranking_scores
+from training.judges.pairs import PreferencePair, pairs_from_rows
+
+if TYPE_CHECKING:
+    from training.judges.scalar_model import ScalarJudge
 
 
 def pairs_from_database(db: Session, rounds: Sequence[int] | None = None,
@@ -39,19 +39,6 @@ def pairs_from_database(db: Session, rounds: Sequence[int] | None = None,
     snapshot = {"source": "database", "rounds": sorted(rounds) if rounds else "all", "judgement_id_min": first,
                 "judgement_id_max": last, "judgements": count, "left_out": left_out}
     return pairs_from_rows(frame.to_dict("records")), snapshot
-
-
-def register_judge(db: Session, kind: str, name: str, path: str, base_model: str, *, config: dict[str, Any],
-                   metrics: dict[str, Any], snapshot: dict[str, Any], parent: ModelVersion | None,
-                   round_: int | None = None) -> ModelVersion:
-    if db.scalar(select(ModelVersion).where(ModelVersion.name == name)) is not None:
-        raise ValueError(f"a model version named {name!r} exists already")
-    version = ModelVersion(kind=ModelKind(kind), name=name, base_model=base_model, artifact_path=path,
-                           parent_id=parent.id if parent else None, round=round_, data_snapshot=snapshot,
-                           config=config, metrics=metrics)
-    db.add(version)
-    db.flush()
-    return version
 
 
 def documents_to_score(db: Session, version: ModelVersion, document_ids: Sequence[int] | None = None,
@@ -73,39 +60,11 @@ def documents_to_score(db: Session, version: ModelVersion, document_ids: Sequenc
     return out
 
 
-def rank_candidates(judge: RewardScorer | PairwiseRanker, prompt: str, texts: Sequence[str]) -> Ranking:
-    """Reward model: score and sort. Ranking model: a tournament, m - 1 comparisons. Either way a
-    candidate that repeats the prompt's layout ranks below every one that does not."""
-    demoted = [repeats_layout(t) for t in texts]
-    if isinstance(judge, RewardScorer):
-        return rank_by_scores(judge.score([prompt] * len(texts), list(texts)), demoted)
-    return tournament(len(texts), lambda games: judge.prefer([(prompt, texts[a], texts[b]) for a, b in games]),
-                      demoted)
-
-
-def ranking_scores(best: int, winners: Sequence[int], scores: Sequence[float] | None,
-                   texts: Sequence[str]) -> list[tuple[float, int]]:
-    """(score, rank) per candidate of a ranking: the reward itself, or else the number of
-    comparisons won (`winners` holds the better side of each); rank 1 is `best`, and candidates
-    that restate the prompt's layout come after all others, as in the ranking."""
-    m = len(texts)
-    if scores is not None:
-        scores = list(scores)
-    else:
-        scores = [0.0] * m
-        for i in winners:
-            scores[i] += 1
-    demoted = [repeats_layout(t) for t in texts]
-    order = sorted(range(m), key=lambda i: (i != best, demoted[i], -scores[i]))
-    ranks = {i: r + 1 for r, i in enumerate(order)}
-    return [(scores[i], ranks[i]) for i in range(m)]
-
-
-def score_document(db: Session, judge: RewardScorer | PairwiseRanker, version: ModelVersion, doc: Document,
+def score_document(db: Session, judge: ScalarJudge, version: ModelVersion, doc: Document,
                    cands: Sequence[Candidate]) -> int:
     """Rank one document's candidates and store a score and rank for each; returns how many."""
     prompt = format_post(doc.subreddit, doc.title, doc.text)
-    ranking = rank_candidates(judge, prompt, [c.text for c in cands])
+    ranking = judge.rank(prompt, [c.text for c in cands])
     result = ranking_scores(ranking.best, [p.better for p in ranking.pairs], ranking.scores, [c.text for c in cands])
     ids = [c.id for c in cands]
     db.execute(delete(CandidateScore).where(CandidateScore.model_version_id == version.id,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from training.generation import SamplingConfig
 from training.loop import LoopConfig
 
 LLAMA_LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
@@ -43,3 +44,27 @@ class SlicConfig(LoopConfig):
             raise ValueError("pairs_per_document must be 0 (all) or more")
         if self.batch_size < 1 or self.lora_r < 1 or self.max_target_tokens < 1 or self.logprob_chunk < 1:
             raise ValueError("batch_size, lora_r, max_target_tokens and logprob_chunk must be at least 1")
+
+
+@dataclass(frozen=True)
+class RoundSampling:
+    """How a round samples from the policy: m candidates per document at the SLiC-HF paper's
+    temperature and top-k, and fixed seeds so a round can be rerun; evaluation draws one summary
+    per held-out document from each policy with its own seed."""
+
+    per_doc: int = field(default=8, metadata={"help": "m: samples per document (SLiC-HF: 8)"})
+    temperature: float = 0.7
+    top_k: int = 40
+    max_new_tokens: int = field(default=64, metadata={"help": "TL;DRs are ~40 tokens"})
+    seed: int | None = 0
+    eval_seed: int = 1234
+
+    def sampling(self) -> SamplingConfig:
+        """For sample-rank: m samples per document."""
+        return SamplingConfig(per_doc=self.per_doc, temperature=self.temperature, top_k=self.top_k,
+                              max_new_tokens=self.max_new_tokens, seed=self.seed)
+
+    def evaluation(self) -> SamplingConfig:
+        """For evaluation: one sample per document and policy (`run_evaluation` takes one)."""
+        return SamplingConfig(per_doc=1, temperature=self.temperature, top_k=self.top_k,
+                              max_new_tokens=self.max_new_tokens, seed=self.eval_seed)

@@ -8,10 +8,7 @@ serves it, and `merge_adapter` folds it into the base for serving without peft.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import random
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +19,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from training.artifacts import atomic_dir, fingerprint
 from training.loading import load_causal_lm, load_tokenizer
-from training.loop import StepOutput, fit, is_main_process
+from training.loop import StepOutput
 from training.prompts import resolve_template
-from training.slic_collator import SlicBatch, SlicCollator, SlicExample
-from training.slic_config import SlicConfig
-from training.slic_loss import continuation_logprobs, full_sequence_logprobs, slic_loss
+from training.slic.collator import SlicBatch, SlicCollator, SlicExample
+from training.slic.config import SlicConfig
+from training.slic.loss import continuation_logprobs, full_sequence_logprobs, slic_loss
+from training.training_run import TrainingRun
 
 MANIFEST = "slic.json"
 
@@ -109,12 +107,9 @@ def train_slic(policy: str | Path, examples: Sequence[SlicExample], cfg: SlicCon
         random.Random(cfg.seed + epoch).shuffle(order)
         return [collate([examples[i] for i in order[s:s + cfg.batch_size]]) for s in range(0, len(order), cfg.batch_size)]
 
-    run_key = hashlib.sha1(json.dumps([cfg.as_dict(), str(policy), str(adapter), data_hash]).encode()).hexdigest()[:12]
-    checkpoints = None if out is None else out.parent / f".checkpoint-slic-{run_key}"
-    if checkpoints is not None:
-        checkpoints.mkdir(parents=True, exist_ok=True)
-    result = fit(SequenceScorer(model, cfg), batches, lambda m, b: slic_step(m, b, cfg), cfg, checkpoint_dir=checkpoints,
-                 desc="SLiC-HF", progress=progress, stop_after=stop_after)
+    run = TrainingRun.keyed("slic", out, cfg.as_dict(), str(policy), str(adapter), data_hash)
+    result = run.fit(SequenceScorer(model, cfg), batches, lambda m, b: slic_step(m, b, cfg), cfg, desc="SLiC-HF",
+                     progress=progress, stop_after=stop_after)
     tail = result.history[-max(1, len(result.history) // 4):]
     metrics: dict[str, Any] = {
         "examples": len(examples), "optimizer_steps": result.steps, "train_seconds": result.seconds,
@@ -122,17 +117,13 @@ def train_slic(policy: str | Path, examples: Sequence[SlicExample], cfg: SlicCon
         "pair_accuracy_last_quarter": sum(h["pair_acc"] for h in tail) / len(tail) if tail else None,
         "history": result.history, "data_hash": data_hash, **(extra or {})}
     if result.interrupted:
-        return SlicResult(model, tokenizer, {**metrics, "interrupted": True}, None)
-    if not is_main_process():  # several processes hold the same adapter: one saves it
+        metrics["interrupted"] = True
+    if not run.saves(result):  # the checkpoint holds an interrupted run; one of several processes saves
         return SlicResult(model, tokenizer, metrics, None)
-    if out is not None:
-        with atomic_dir(out) as tmp:
-            model.save_pretrained(tmp)
-            (tmp / MANIFEST).write_text(json.dumps({"policy": str(policy), "parent_adapter": str(adapter) if adapter else None,
-                                                    "config": cfg.as_dict(), "metrics": metrics}, indent=2, default=str))
-        shutil.rmtree(checkpoints, ignore_errors=True)
+    path = run.save(model.save_pretrained, MANIFEST, {"policy": str(policy), "config": cfg.as_dict(), "metrics": metrics,
+                                                      "parent_adapter": str(adapter) if adapter else None})
     model.eval()
-    return SlicResult(model, tokenizer, metrics, out)
+    return SlicResult(model, tokenizer, metrics, path)
 
 
 def merge_adapter(policy: str | Path, adapter: str | Path, out: Path) -> Path:

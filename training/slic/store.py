@@ -1,17 +1,15 @@
-"""A SLiC-HF round and the database: which documents, the sampled candidates and their
-ranks, and the new policy version."""
+"""A SLiC-HF round and the database: which documents, and the sampled candidates with their
+ranks."""
 from __future__ import annotations
-
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import Candidate, CandidateOrigin, CandidateScore, Document, ModelKind, ModelStatus, ModelVersion
+from db.models import Candidate, CandidateOrigin, CandidateScore, Document, ModelVersion
 from training.generation import Sample
 from training.candidates import store_samples
-from training.judge_store import ranking_scores
-from training.slic_data import RankedDocument, RoundDocument
+from training.judges.candidate_ranking import ranking_scores
+from training.slic.data import RankedDocument, RoundDocument
 
 
 def round_documents(db: Session, *, limit: int | None, split: str | None = None,
@@ -49,28 +47,3 @@ def store_ranked(db: Session, policy: ModelVersion, judge: ModelVersion | None, 
         stored += 1
     db.flush()
     return stored
-
-
-def register_policy(db: Session, name: str, parent: ModelVersion, adapter: str, *, round_: int,
-                    config: dict[str, Any], metrics: dict[str, Any], snapshot: dict[str, Any],
-                    activate: bool = False) -> ModelVersion:
-    """The trained adapter as a new policy version on the parent's base model; activating it
-    retires the previous active policy, so new samples come from it."""
-    if db.scalar(select(ModelVersion).where(ModelVersion.name == name)) is not None:
-        raise ValueError(f"a model version named {name!r} exists already")
-    version = ModelVersion(kind=ModelKind.POLICY, name=name, base_model=parent.base_model, artifact_path=adapter,
-                           parent_id=parent.id, round=round_, config=config, metrics=metrics, data_snapshot=snapshot,
-                           status=ModelStatus.REGISTERED)
-    db.add(version)
-    db.flush()
-    if activate:
-        activate_policy(db, version)
-    return version
-
-
-def activate_policy(db: Session, version: ModelVersion) -> None:
-    for other in db.scalars(select(ModelVersion).where(ModelVersion.kind == ModelKind.POLICY,
-                                                       ModelVersion.status == ModelStatus.ACTIVE)):
-        other.status = ModelStatus.RETIRED
-    version.status = ModelStatus.ACTIVE
-    db.flush()
