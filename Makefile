@@ -12,6 +12,8 @@ run: setup models demo
 	$(BIN)/calibra serve --host $(HOST) --port $(PORT)
 
 test: setup models
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 setup: $(BIN)/.installed

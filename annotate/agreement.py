@@ -9,16 +9,19 @@ Point estimates come from well-kept packages (krippendorff, statsmodels). Bootst
 resample units, or clusters of units (a report resamples tasks, so that every statistic sees
 the same resampled tasks and the weights are drawn once); to keep 200 resamples of 100k
 judgements within a second, each unit's coincidence matrix (α) or category counts (Fleiss' κ)
-are computed once, summed per cluster, and resampling only re-weights the sums. `alpha_from_coincidences` is checked against the krippendorff package.
+are computed once, summed per cluster, and resampling only re-weights the sums.
+`alpha_from_coincidences` is checked against the krippendorff package.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final, Literal
 
 import numpy as np
 from scipy import sparse
 
-LEVELS = ("nominal", "ordinal", "interval")
+Level = Literal["nominal", "ordinal", "interval"]
+LEVELS: Final[tuple[Level, ...]] = ("nominal", "ordinal", "interval")
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,8 @@ class Bootstrap:
         k). `clusters` names each unit's cluster; without it unit i is cluster i."""
         rows = np.asarray(per_unit, dtype=np.float32).reshape(len(per_unit), -1)
         if clusters is not None:
-            membership = sparse.csr_matrix((np.ones(len(clusters), dtype=np.float32), (clusters, np.arange(len(clusters)))),
+            membership = sparse.csr_matrix((np.ones(len(clusters), dtype=np.float32),
+                                            (clusters, np.arange(len(clusters)))),
                                            shape=(self.weights.shape[1], len(clusters)))
             rows = np.asarray(membership @ rows)
         return (self.weights @ rows).astype(float)
@@ -250,7 +254,8 @@ def cohen_kappa(confusion: np.ndarray) -> float | None:
     return float((po - pe) / (1 - pe))
 
 
-def cohen_kappa_matrix(matrix: np.ndarray, raters: list[str], *, min_shared: int = 2) -> dict[str, dict[str, float | None]]:
+def cohen_kappa_matrix(matrix: np.ndarray, raters: list[str], *,
+                       min_shared: int = 2) -> dict[str, dict[str, float | None]]:
     """Cohen's κ for every pair of raters over the units both rated (None: too few shared).
 
     All pairs' confusion matrices come from one product of one-hot ratings (raters*V x units

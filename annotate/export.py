@@ -28,18 +28,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from annotate.errors import InvalidInput
-from annotate.readers import read_records
 from annotate.judgement_frames import Filters, Frames, load_frames
 from annotate.lengths import SIMILAR_LENGTH, similar_length, words
+from annotate.readers import read_records
 from annotate.report import Thresholds, flagged, per_rater
 from annotate.tldr_layout import bare_summary, canonical_prompt, format_post, repeats_layout, split_prompt
 from db.models import Candidate, ComparisonTask, Document
 
 # What the training side reads from here (it imports nothing else of `annotate`): the pairs,
 # the post layout, the similar-length rule, and the file reader with its errors for files of pairs.
-__all__ = ["SIMILAR_LENGTH", "ExportConfig", "InvalidInput", "bare_summary", "canonical_prompt", "format_post",
-           "judgements_table", "preference_pairs", "read_records", "repeats_layout", "similar_length", "split_prompt",
-           "words"]
+__all__ = ["EXPORT_FORMATS", "SIMILAR_LENGTH", "ExportConfig", "Filters", "InvalidInput", "bare_summary",
+           "canonical_prompt", "format_post", "judgements_table", "preference_pairs", "read_records", "repeats_layout",
+           "similar_length", "split_prompt", "words", "write_table"]
 
 MARGINS = {"small": {"significantly": 1.0, "better": 2 / 3, "slightly": 1 / 3, "negligibly": 0.0},
            "large": {"significantly": 3.0, "better": 2.0, "slightly": 1.0, "negligibly": 0.0}}
@@ -78,7 +78,8 @@ def _votes(frames: Frames, cfg: ExportConfig, skip_raters: set[str]) -> dict[tup
     j = frames.judgements
     j = j[j.gold.isna() & ~j.all_unacceptable & ~j.rater.isin(skip_raters)].dropna(subset=["best"])
     shown = frames.shown.groupby("judgement_id").candidate_id.apply(list)
-    quality = {(r.judgement_id, r.candidate_id): r.quality for r in frames.ratings.dropna(subset=["quality"]).itertuples()}
+    quality = {(r.judgement_id, r.candidate_id): r.quality
+               for r in frames.ratings.dropna(subset=["quality"]).itertuples()}
     votes: dict[tuple[int, frozenset[int]], PairVotes] = defaultdict(PairVotes)
     for row in j.itertuples():
         best, cands = int(row.best), shown.get(row.judgement_id, [])
@@ -138,7 +139,8 @@ def preference_pairs(db: Session, cfg: ExportConfig = ExportConfig(),
         skill = sum(competence.get(r, 1.0) for r in v.raters) / len(v.raters)
         doc = docs[task_docs[task_id]]
         rows.append({
-            "prompt": format_post(doc.subreddit, doc.title, doc.text), "chosen": texts[chosen], "rejected": texts[rejected],
+            "prompt": format_post(doc.subreddit, doc.title, doc.text), "chosen": texts[chosen],
+            "rejected": texts[rejected],
             "soft_label": round(share, 4), "margin": round(margin, 4), "weight": round((2 * share - 1) * skill, 4),
             "round": None if pd.isna(v.round) else int(v.round), "task_id": task_id, "document_id": doc.id,
             "chosen_candidate_id": chosen, "rejected_candidate_id": rejected,

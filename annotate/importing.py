@@ -14,9 +14,9 @@ whole file, so a bad record leaves the database as it was.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -123,9 +123,11 @@ def import_records(db: Session, records: Iterable[Record], *, file: str, source:
     fields = fields or _default_fields(rows[0])
     if layout == "auto":
         layout = detect_layout(rows[0].data.keys())
-    parse = {"documents": _parse_document, "pairs": _parse_pair, "comparisons": _parse_comparison,
-             "ratings": _parse_rating}[layout]
-    parsed = [parse(r, file, fields, max_chars) for r in rows]
+    parsers: dict[str, Callable[[Record, str, FieldMap, int], DocFields | _Judged | _Rated]] = {
+        "documents": _parse_document, "pairs": _parse_pair, "comparisons": _parse_comparison,
+        "ratings": _parse_rating}
+    parse = parsers[layout]
+    parsed: list[DocFields | _Judged | _Rated] = [parse(r, file, fields, max_chars) for r in rows]
     if split is not None:
         parsed = [_with_split(p, split) for p in parsed]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Select, func, select
+from sqlalchemy import ColumnElement, Connection, Select, SQLColumnExpression, func, select
 from sqlalchemy.orm import Session
 
 from db.models import (
@@ -40,6 +40,9 @@ class Filters:
     rater: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    after_judgement: int | None = None  # only judgements with a larger id (a round's new batch)
+    upto_judgement: int | None = None  # only judgements up to this id (a round's snapshot)
+    include_simulated: bool = False  # simulated raters' judgements (`calibra simulate`)
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,8 @@ class Frames:
 HUMAN_REFERENCE = "human reference"  # what a reference summary is compared as; model versions by name
 
 
-def _conditions(filters: Filters) -> list:  # type: ignore[type-arg]
-    conds = []
+def _conditions(filters: Filters) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = []
     if filters.round is not None:
         conds.append(ComparisonTask.round == filters.round)
     if filters.rater is not None:
@@ -63,16 +66,22 @@ def _conditions(filters: Filters) -> list:  # type: ignore[type-arg]
         conds.append(Judgement.created_at >= filters.since)
     if filters.until is not None:
         conds.append(Judgement.created_at < filters.until)
+    if filters.after_judgement is not None:
+        conds.append(Judgement.id > filters.after_judgement)
+    if filters.upto_judgement is not None:
+        conds.append(Judgement.id <= filters.upto_judgement)
+    if not filters.include_simulated:
+        conds.append(Rater.simulated.is_(False))
     return conds
 
 
-def _joined(*columns):  # type: ignore[no-untyped-def]
+def _joined(*columns: SQLColumnExpression[Any]) -> Select[*tuple[Any, ...]]:
     return (select(*columns).join(Rater, Rater.id == Judgement.rater_id)
             .join(ComparisonTask, ComparisonTask.id == Judgement.task_id)
             .join(Assignment, Assignment.id == Judgement.assignment_id))
 
 
-def _fetch(conn: Connection, stmt: Select) -> list[tuple[Any, ...]]:
+def _fetch(conn: Connection, stmt: Select[*tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Rows straight from the driver's cursor.
 
     Bulk reads of 100k+ rows spend most of their time turning driver tuples into result rows;
@@ -81,8 +90,10 @@ def _fetch(conn: Connection, stmt: Select) -> list[tuple[Any, ...]]:
     the caller.
     """
     compiled = stmt.compile(dialect=conn.dialect)
-    params = [compiled.params[k] for k in compiled.positiontup] if compiled.positional else compiled.params
-    cursor = conn.connection.driver_connection.cursor()
+    params = [compiled.params[k] for k in compiled.positiontup or ()] if compiled.positional else compiled.params
+    driver = conn.connection.driver_connection
+    assert driver is not None, "the connection was invalidated"
+    cursor = driver.cursor()
     try:
         cursor.execute(str(compiled), params)
         return cursor.fetchall()
@@ -148,5 +159,7 @@ def load_frames(db: Session, filters: Filters = Filters()) -> Frames:
                   .where(Assignment.status == AssignmentStatus.SKIPPED))
     if filters.rater is not None:
         skip_query = skip_query.where(Rater.name == filters.rater)
+    if not filters.include_simulated:
+        skip_query = skip_query.where(Rater.simulated.is_(False))
     skips = pd.DataFrame([tuple(r) for r in conn.execute(skip_query)], columns=["rater", "completed_at"])
     return Frames(judgements, shown, ratings, skips)

@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, ScalarSelect, Select, SQLColumnExpression, and_, exists, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from db.models import (
@@ -34,26 +34,28 @@ CANDIDATE_WINDOW = 32  # open tasks considered per request; the first that can b
 class QueuePolicy:
     lease: timedelta = timedelta(minutes=15)
     gold_rate: float = 0.1  # share of requests that are offered a gold task when one is open
+    round: int | None = None  # only tasks of this round (simulated raters answering one batch)
 
     def __post_init__(self) -> None:
         if not 0 <= self.gold_rate <= 1:
             raise ValueError("gold_rate must be between 0 and 1")
 
 
-def _live_lease(now: datetime):  # type: ignore[no-untyped-def]
+def _live_lease(now: datetime) -> ColumnElement[bool]:
     return and_(Assignment.status == AssignmentStatus.LEASED, Assignment.lease_expires_at > now)
 
 
-def _held(task_id, now: datetime, rater_id: int | None = None):  # type: ignore[no-untyped-def]
+def _held(task_id: int | SQLColumnExpression[int], now: datetime, rater_id: int | None = None) -> ScalarSelect[int]:
     """Submitted judgements plus live leases of others: what counts against the target."""
-    others = Assignment.rater_id != rater_id if rater_id is not None else True
+    others = Assignment.rater_id != rater_id if rater_id is not None else true()
     return (select(func.count()).select_from(Assignment)
             .where(Assignment.task_id == task_id,
                    or_(Assignment.status == AssignmentStatus.SUBMITTED, and_(_live_lease(now), others)))
             .scalar_subquery())
 
 
-def open_tasks_query(rater_id: int, now: datetime, *, gold: bool | None = None):  # type: ignore[no-untyped-def]
+def open_tasks_query(rater_id: int, now: datetime, *, gold: bool | None = None,
+                     round_: int | None = None) -> Select[int]:
     done_by_rater = exists().where(
         Assignment.task_id == ComparisonTask.id, Assignment.rater_id == rater_id,
         Assignment.status.in_([AssignmentStatus.SUBMITTED, AssignmentStatus.SKIPPED]))
@@ -66,6 +68,8 @@ def open_tasks_query(rater_id: int, now: datetime, *, gold: bool | None = None):
     if gold is not None:
         query = query.where(ComparisonTask.gold_candidate_id.is_not(None) if gold
                             else ComparisonTask.gold_candidate_id.is_(None))
+    if round_ is not None:
+        query = query.where(ComparisonTask.round == round_)
     return query
 
 
@@ -85,7 +89,8 @@ def next_assignment(db: Session, rater: Rater, policy: QueuePolicy = QueuePolicy
     order = (ComparisonTask.priority.desc(), ComparisonTask.judgement_count, ComparisonTask.id)
     prefer_gold = rng.random() < policy.gold_rate
     for gold in ((True, False) if prefer_gold else (False, True)):
-        ids = db.scalars(open_tasks_query(rater.id, now, gold=gold).order_by(*order).limit(CANDIDATE_WINDOW)).all()
+        ids = db.scalars(open_tasks_query(rater.id, now, gold=gold, round_=policy.round)
+                        .order_by(*order).limit(CANDIDATE_WINDOW)).all()
         for task_id in ids:
             assignment = _try_lease(db, task_id, rater, now, policy.lease, rng)
             if assignment is not None:
@@ -96,7 +101,7 @@ def next_assignment(db: Session, rater: Rater, policy: QueuePolicy = QueuePolicy
 def _try_lease(db: Session, task_id: int, rater: Rater, now: datetime, lease: timedelta,
                rng: random.Random) -> Assignment | None:
     task = db.scalar(select(ComparisonTask).where(ComparisonTask.id == task_id).with_for_update())
-    if task is None or db.scalar(select(_held(task.id, now, rater.id))) >= task.replication_target:
+    if task is None or (db.scalar(select(_held(task.id, now, rater.id))) or 0) >= task.replication_target:
         return None
     order = list(task.candidate_ids)
     rng.shuffle(order)  # per rater: position tells nothing about the source

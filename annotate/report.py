@@ -62,6 +62,18 @@ def pairwise_agreement(judgements: pd.DataFrame) -> np.ndarray:
     return _pairwise_agreement(judgements)[0]
 
 
+def agreement_by_round(judgements: pd.DataFrame) -> pd.DataFrame:
+    """The pairwise preference agreement of each round's tasks (tasks of no round are left out),
+    with the number of rater pairs behind it."""
+    rows = []
+    for number, part in judgements.dropna(subset=["round"]).groupby("round"):
+        pairs = pairwise_agreement(part)
+        if len(pairs) and pairs[:, 1].sum():
+            agreed = (pairs[:, 0] * pairs[:, 1]).sum() / pairs[:, 1].sum()
+            rows.append({"round": int(number), "pairwise agreement": agreed, "rater pairs": len(pairs)})
+    return pd.DataFrame(rows, columns=["round", "pairwise agreement", "rater pairs"])
+
+
 def _pairwise_agreement(judgements: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Rows of (agreed, pairs) for every two raters of a task: the candidate pairs both ordered.
 
@@ -155,7 +167,8 @@ def _longer_wins(frames: Frames) -> pd.DataFrame:
     """One row per (judgement, other summary) of different lengths: did the longer one win?"""
     best = frames.judgements[["judgement_id", "rater", "best"]].dropna(subset=["best"])
     pairs = frames.shown.merge(best, on="judgement_id")
-    winner_words = pairs[pairs.candidate_id == pairs.best][["judgement_id", "words"]].rename(columns={"words": "w_best"})
+    winner_words = pairs[pairs.candidate_id == pairs.best][["judgement_id", "words"]].rename(
+        columns={"words": "w_best"})
     pairs = pairs[pairs.candidate_id != pairs.best].merge(winner_words, on="judgement_id")
     pairs = pairs[pairs.words != pairs.w_best]
     return pairs.assign(longer_won=pairs.w_best > pairs.words)[["rater", "longer_won"]]
@@ -295,8 +308,10 @@ def per_source(frames: Frames, rounds: int = 200, boot: TaskBootstrap | None = N
     games = wins + wins.T
     rate = (wins / games.replace(0, np.nan)).round(4)
     # Length control: only pairs whose lengths are within 20% of each other.
-    similar = pairs[(pairs.words_winner - pairs.words_loser).abs() <= SIMILAR_LENGTH * pairs[["words_winner", "words_loser"]].max(axis=1)]
-    rated = frames.ratings.merge(frames.shown[["judgement_id", "candidate_id", "source"]], on=["judgement_id", "candidate_id"])
+    similar = pairs[(pairs.words_winner - pairs.words_loser).abs()
+                    <= SIMILAR_LENGTH * pairs[["words_winner", "words_loser"]].max(axis=1)]
+    rated = frames.ratings.merge(frames.shown[["judgement_id", "candidate_id", "source"]],
+                                 on=["judgement_id", "candidate_id"])
     strengths = bradley_terry(wins) if len(sources) > 1 else pd.Series(0.0, index=sources)
     intervals = _bt_intervals(pairs, sources, boot or TaskBootstrap(frames, rounds),
                               frames.judgements.set_index("judgement_id").task_id)

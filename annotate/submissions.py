@@ -84,7 +84,8 @@ def submit(db: Session, assignment_id: int, rater: Rater, sub: Submission, *,
         if stored is not None:
             return stored  # a double click or a retried request
     validate(assignment, sub, now)
-    shown = dict(zip(LETTERS, assignment.display_order))
+    assert sub.best is not None  # validate() refuses a submission without one
+    shown = dict(zip(LETTERS, assignment.display_order, strict=False))
     judgement = Judgement(
         assignment_id=assignment.id, task_id=assignment.task_id, rater_id=rater.id,
         best_candidate_id=shown[sub.best], strength=Strength(sub.strength) if sub.strength else None,

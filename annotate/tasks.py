@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -70,13 +71,16 @@ def pick_diverse(cands: list[Candidate], k: int, rng: random.Random) -> list[Can
     return picked
 
 
-def create_tasks(db: Session, spec: TaskSpec, *, source: str | None = None,
-                 limit: int | None = None) -> list[ComparisonTask]:
-    """One task per document from candidates not yet in any task (and its reference)."""
+def create_tasks(db: Session, spec: TaskSpec, *, source: str | None = None, limit: int | None = None,
+                 document_ids: Sequence[int] | None = None) -> list[ComparisonTask]:
+    """One task per document (of `document_ids` when given) from candidates not yet in any task
+    (and its reference)."""
     rng = random.Random(spec.seed)
     query = select(Document).where(Document.has_text.is_(True)).order_by(Document.id)
     if source is not None:
         query = query.where(Document.source == source)
+    if document_ids is not None:
+        query = query.where(Document.id.in_(list(document_ids)))
     used = set(db.scalars(select(TaskCandidate.candidate_id)))
     created: list[ComparisonTask] = []
     for doc in db.scalars(query):
@@ -99,3 +103,10 @@ def create_tasks(db: Session, spec: TaskSpec, *, source: str | None = None,
         created.append(task)
     db.flush()
     return created
+
+
+def create_round_tasks(db: Session, document_ids: list[int], round_: int, replication: int) -> int:
+    """The comparison tasks a training round sends to annotators: one per document, 2-4 of its
+    new candidates with the reference, tagged with the round; how many were created."""
+    spec = TaskSpec(per_task=4, replication=replication, round=round_, batch=f"round-{round_}")
+    return len(create_tasks(db, spec, document_ids=document_ids))

@@ -49,7 +49,8 @@ def task_view(db: Session, assignment: Assignment) -> TaskView:
     source = f"r/{doc.subreddit}" if doc.subreddit else doc.source
     expires = assignment.lease_expires_at.isoformat(timespec="seconds") if assignment.lease_expires_at else ""
     return TaskView(assignment_id=assignment.id, title=doc.title or "", source=source, text=doc.text,
-                    summaries=[SummaryView(letter, texts[cid]) for letter, cid in zip(LETTERS, assignment.display_order)],
+                    summaries=[SummaryView(letter, texts[cid])
+                               for letter, cid in zip(LETTERS, assignment.display_order, strict=False)],
                     lease_expires_at=expires)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -9,11 +10,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from tqdm import tqdm
 
-from app import judges_cli
-from app.slic_cli import slic_cli
+from app import judges_cli, rounds_cli
 from app.cli_support import CliError, print_payload, reports_errors
 from app.config import load_settings
 from app.context import open_context
+from app.slic_cli import slic_cli
 
 if TYPE_CHECKING:
     from training.prompts import DocPrompt
@@ -136,6 +137,8 @@ def agreement(
     since: Annotated[str | None, typer.Option(help="judgements from this date on (YYYY-MM-DD)")] = None,
     until: Annotated[str | None, typer.Option(help="judgements before this date (YYYY-MM-DD)")] = None,
     bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the 95% intervals")] = 200,
+    include_simulated: Annotated[bool, typer.Option("--include-simulated",
+                                                    help="count simulated raters' judgements")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="the whole report as JSON")] = False,
 ) -> None:
     """Rater agreement, per-rater quality and bias, and per-model win rates.
@@ -160,7 +163,8 @@ def agreement(
         except ValueError:
             raise CliError(f"--{name}: {value!r} is not a date (YYYY-MM-DD)") from None
 
-    filters = Filters(round=round_, rater=rater, since=day(since, "since"), until=day(until, "until"))
+    filters = Filters(round=round_, rater=rater, since=day(since, "since"), until=day(until, "until"),
+                      include_simulated=include_simulated)
     ctx = open_context()
     with ctx.transaction() as db:
         frames = load_frames(db, filters)
@@ -192,6 +196,8 @@ def export_preferences(
     margin: Annotated[str, typer.Option(help="none | small | large (Llama 2 scales) | quality")] = "none",
     round_: Annotated[int | None, typer.Option("--round", help="only tasks of this round")] = None,
     include_flagged: Annotated[bool, typer.Option("--include-flagged", help="keep flagged raters' votes")] = False,
+    include_simulated: Annotated[bool, typer.Option("--include-simulated",
+                                                    help="count simulated raters' judgements")] = False,
 ) -> None:
     """Preference pairs in the prompt / chosen / rejected layout, with soft_label, margin,
     weight, round and the ids of raters and candidates.
@@ -210,7 +216,7 @@ def export_preferences(
         raise CliError(str(exc)) from None
     ctx = open_context()
     with ctx.transaction() as db:
-        pairs, left_out = preference_pairs(db, cfg, Filters(round=round_))
+        pairs, left_out = preference_pairs(db, cfg, Filters(round=round_, include_simulated=include_simulated))
     write_table(pairs, out, fmt)
     typer.echo(f"{len(pairs)} pairs written to {out}; left out: "
                + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in left_out.items()))
@@ -222,6 +228,8 @@ def export_judgements(
     out: Annotated[Path, typer.Option(help="file (jsonl, parquet) or folder (hf-dataset) to write")],
     fmt: Annotated[str, typer.Option("--format", help="jsonl | parquet | hf-dataset")] = "jsonl",
     round_: Annotated[int | None, typer.Option("--round", help="only tasks of this round")] = None,
+    include_simulated: Annotated[bool, typer.Option("--include-simulated",
+                                                    help="count simulated raters' judgements")] = False,
 ) -> None:
     """Every judgement with its provenance: rater, time taken, display order and the sources
     shown, best choice, strength, flags and per-summary ratings.
@@ -233,7 +241,7 @@ def export_judgements(
 
     ctx = open_context()
     with ctx.transaction() as db:
-        table = judgements_table(db, Filters(round=round_))
+        table = judgements_table(db, Filters(round=round_, include_simulated=include_simulated))
     write_table(table, out, fmt)
     typer.echo(f"{len(table)} judgements written to {out}")
 
@@ -273,7 +281,8 @@ def generate(
     source: Annotated[str | None, typer.Option(help="only documents of this source")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
-    docs_file: Annotated[Path | None, typer.Option(help="summarise this file's posts instead of the database's")] = None,
+    docs_file: Annotated[Path | None, typer.Option(help="summarise this file's posts instead of the "
+                                                        "database's")] = None,
     out: Annotated[Path | None, typer.Option(help="with --docs-file: JSONL to write")] = None,
 ) -> None:
     """Sample candidate summaries from a model version and store them as they are made.
@@ -294,13 +303,14 @@ def generate(
         raise CliError("--docs-file and --out go together")
     ctx = open_context()
     if docs_file is not None and out is not None:
-        written = summarise_to_file(ctx.transaction, cfg, _file_prompts(docs_file, docs, ctx.settings.max_document_chars),
-                                    out, model=model, device=device)
+        prompts = _file_prompts(docs_file, docs, ctx.settings.max_document_chars)
+        written = summarise_to_file(ctx.transaction, cfg, prompts, out, model=model, device=device)
         typer.echo(f"{written} summaries written to {out}")
         return
     result = generate_candidates(ctx.transaction, cfg, model=model, limit=docs, split=split, source=source,
                                  device=device)
-    typer.echo(f"{result['candidates_added']} new candidates from {result['model']} for {result['documents']} documents")
+    typer.echo(f"{result['candidates_added']} new candidates from {result['model']} "
+               f"for {result['documents']} documents")
 
 
 def _file_prompts(path: Path, limit: int | None, max_chars: int) -> list[DocPrompt]:
@@ -438,19 +448,38 @@ def demo_seed(per_doc: Annotated[int, typer.Option(help="samples per post from t
 @cli.command()
 @reports_errors
 def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(help="port to listen on")] = 7860) -> None:
-    """Start the annotation app (log in with an account from `calibra users add`).
+          port: Annotated[int, typer.Option(help="port to listen on")] = 7860,
+          no_worker: Annotated[bool, typer.Option("--no-worker", help="do not start a round worker beside the app "
+                                                                       "(run `calibra worker` elsewhere)")] = False,
+          ) -> None:
+    """Start the annotation app (log in with an account from `calibra users add`), and a round
+    worker beside it as a child process that stops with it.
 
     Example: calibra serve --host 0.0.0.0 --port 7860
     """
+    import subprocess
+
     from app.web import launch
 
     ctx = open_context()
+    child = None
+    if not no_worker:
+        # a lower priority: annotators' requests come first on a small machine
+        child = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], preexec_fn=lambda: os.nice(10))
     typer.echo(f"Calibra is running at http://{host}:{port}/")
-    launch(ctx, host, port)
+    try:
+        launch(ctx, host, port)
+    finally:
+        if child is not None:
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
 
 
 judges_cli.register(cli)
+rounds_cli.register(cli, models_cli)
 cli.add_typer(slic_cli, name="slic")
 
 

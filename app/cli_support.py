@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import typer
 
@@ -12,23 +12,24 @@ from annotate.errors import InvalidInput
 from app.config import ConfigError
 from training.errors import CheckpointMismatch, FetchError, ModelLoadError, UsageError
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class CliError(Exception):
     pass
 
 
-def reports_errors(fn: F) -> F:
+def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn expected failures into one clear line on stderr and exit status 2."""
     @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except (InvalidInput, ConfigError, ModelLoadError, FetchError, CheckpointMismatch, UsageError, CliError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def print_payload(payload: dict[str, Any], as_json: bool) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,14 @@ class Settings:
     lease_minutes: float = field(default=15.0, metadata={"help": "how long an opened task stays leased"})
     replication: int = field(default=3, metadata={"help": "judgements wanted per task"})
     gold_rate: float = field(default=0.1, metadata={"help": "share of requests offered a gold task"})
+    round_min_judgements: int = field(default=30, metadata={"help": "fewer new judgements skip a round"})
+    round_ranker: bool = field(default=False, metadata={"help": "rounds retrain the ranking model too"})
+    round_batch_docs: int = field(default=30, metadata={"help": "fresh documents sent to annotators after a round"})
+    round_schedule: str = field(default="mon 02:00", metadata={
+        "help": "when the worker requests a round (UTC): DAY HH:MM, daily HH:MM, or off; "
+                "`calibra round schedule` overrides it"})
+    promote_min_win_rate: float = field(default=0.55, metadata={"help": "the gate's win rate over the current policy"})
+    promote_max_length_growth: float = field(default=0.2, metadata={"help": "the gate's limit on summary growth"})
     config_file: Path | None = None
 
 
@@ -29,13 +38,13 @@ class ConfigError(ValueError):
     pass
 
 
-def _find_config_file(explicit: str | None) -> Path | None:
+def _find_config_file(explicit: str | None, env: dict[str, str]) -> Path | None:
     if explicit:
         path = Path(explicit)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         return path
-    for candidate in (Path("calibra.toml"), Path(os.environ.get(f"{ENV_PREFIX}HOME", ".calibra")) / "calibra.toml"):
+    for candidate in (Path("calibra.toml"), Path(env.get(f"{ENV_PREFIX}HOME", ".calibra")) / "calibra.toml"):
         if candidate.is_file():
             return candidate
     return None
@@ -45,7 +54,7 @@ def load_settings(config_file: str | None = None, environ: dict[str, str] | None
     """Read `calibra.toml` (CALIBRA_CONFIG, ./calibra.toml or $CALIBRA_HOME/calibra.toml);
     every key can be overridden by CALIBRA_<KEY> in the environment."""
     env = dict(os.environ if environ is None else environ)
-    path = _find_config_file(config_file or env.get(f"{ENV_PREFIX}CONFIG"))
+    path = _find_config_file(config_file or env.get(f"{ENV_PREFIX}CONFIG"), env)
     values: dict[str, Any] = {}
     if path is not None:
         try:
@@ -71,8 +80,24 @@ def load_settings(config_file: str | None = None, environ: dict[str, str] | None
 
 
 def _coerce(name: str, value: Any) -> Any:
-    kinds = {"max_document_chars": int, "lease_minutes": float, "replication": int, "gold_rate": float}
+    kinds: dict[str, Callable[[Any], Any]] = {
+        "max_document_chars": int, "lease_minutes": float, "replication": int, "gold_rate": float,
+        "round_min_judgements": int, "round_ranker": _boolean, "round_batch_docs": int, "round_schedule": str,
+        "promote_min_win_rate": float, "promote_max_length_growth": float}
     try:
         return kinds[name](value)
     except (TypeError, ValueError):
-        raise ValueError(f"setting {name}: {value!r} is not a valid {kinds[name].__name__}") from None
+        raise ValueError(f"setting {name}: {value!r} is not a valid {getattr(kinds[name], '__name__', 'value')}") \
+            from None
+
+
+def _boolean(value: Any) -> bool:
+    """TOML gives booleans; the environment gives text."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)

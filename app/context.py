@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings, load_settings
 from db import make_engine, session_factory, transaction, upgrade
 from training.registry import register_defaults
+from training.rounds.config import LoopSettings
 
 
 @dataclass
@@ -23,6 +24,13 @@ class Context:
     def transaction(self) -> Iterator[Session]:
         with transaction(self.sessions) as db:
             yield db
+
+    def loop_settings(self) -> LoopSettings:
+        s = self.settings
+        return LoopSettings(home=s.home, models_dir=s.models_dir, min_judgements=s.round_min_judgements,
+                            ranker=s.round_ranker, batch_docs=s.round_batch_docs, replication=s.replication,
+                            promote_min_win_rate=s.promote_min_win_rate,
+                            promote_max_length_growth=s.promote_max_length_growth)
 
 
 def open_context(settings: Settings | None = None) -> Context:

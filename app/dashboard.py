@@ -17,7 +17,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from annotate.judgement_frames import Filters, load_frames
-from annotate.report import build_report, flagged, pairwise_agreement
+from annotate.report import agreement_by_round, build_report, flagged
 from annotate.submissions import LETTERS
 
 ESTIMATES = ("best_alpha_nominal", "pairwise_agreement", "quality_alpha_ordinal", "quality_alpha_interval",
@@ -79,14 +79,8 @@ def win_rate_plot(report: dict[str, Any]) -> go.Figure:
 
 
 def agreement_plot(frames: Any) -> go.Figure:
-    j = frames.judgements
-    rows = []
-    for rnd, part in j.groupby(j["round"].fillna(-1)):
-        pairs = pairwise_agreement(part)
-        if len(pairs):
-            rows.append({"round": rnd, "pairwise agreement": (pairs[:, 0] * pairs[:, 1]).sum() / pairs[:, 1].sum()})
-    return px.line(pd.DataFrame(rows, columns=["round", "pairwise agreement"]), x="round", y="pairwise agreement",
-                   markers=True, title="Pairwise preference agreement per round")
+    return px.line(agreement_by_round(frames.judgements), x="round", y="pairwise agreement", markers=True,
+                   title="Pairwise preference agreement per round")
 
 
 def throughput_plot(frames: Any) -> go.Figure:

@@ -25,12 +25,17 @@ def _ids(text: str | None, option: str, what: str) -> list[int] | None:
 @reports_errors
 def train(
     kind: Annotated[str, typer.Argument(help=KIND_HELP)],
-    data: Annotated[Path | None, typer.Option(help="prompt/chosen/rejected file (default: the app's judgements)")] = None,
-    rounds: Annotated[str | None, typer.Option(help="with the database: rounds to train on, e.g. 1,2 (default all)")] = None,
+    data: Annotated[Path | None,
+                    typer.Option(help="prompt/chosen/rejected file (default: the app's judgements)")] = None,
+    rounds: Annotated[str | None,
+                      typer.Option(help="with the database: rounds to train on, e.g. 1,2 (default all)")] = None,
     test_split: Annotated[str, typer.Option(help="auto | document | newest (the newest round held out)")] = "auto",
     test_fraction: Annotated[float, typer.Option(help="documents held out by a split by document")] = 0.2,
-    margin: Annotated[str, typer.Option(help="none | small | large (Llama 2) | quality: margin inside the loss")] = "none",
+    margin: Annotated[str,
+                      typer.Option(help="none | small | large (Llama 2) | quality: margin inside the loss")] = "none",
     weighted: Annotated[bool, typer.Option(help="weight pairs by the export's agreement weights")] = False,
+    include_simulated: Annotated[bool, typer.Option("--include-simulated",
+                                                    help="train on simulated raters' judgements too")] = False,
     init: Annotated[str | None, typer.Option(help="warm start from this version or folder (the previous version, "
                                                   "or a reward model for the ranker)")] = None,
     backbone: Annotated[str | None, typer.Option(help="hub id, folder or GGUF (default: the default encoder)")] = None,
@@ -66,7 +71,8 @@ def train(
                                       read_post=read_post, head_learning_rate=head_learning_rate,
                                       seed=seed).items() if v is not None}
     spec = JudgeTrainSpec(kind, data=data, rounds=_ids(rounds, "--rounds", "round numbers"), test_split=test_split,
-                          margin=margin, weighted=weighted, init=init, name=name, settings=settings)
+                          margin=margin, weighted=weighted, init=init, name=name, settings=settings,
+                          include_simulated=include_simulated)
     trained = train_and_register(ctx.transaction, spec, ctx.settings.models_dir)
     if trained is not None:  # None in the extra processes of `accelerate launch`
         print_payload(trained.summary(), as_json)

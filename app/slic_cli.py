@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -30,7 +30,8 @@ Split = Annotated[str | None, typer.Option(help="only documents of this split")]
 @reports_errors
 def sample_rank(
     judge: Annotated[str | None, typer.Option(help="ranker or reward version that ranks the samples")] = None,
-    mode: Annotated[str, typer.Option(help="sample-rank (sample m, rank them) | direct (the human pairs)")] = "sample-rank",
+    mode: Annotated[str,
+                    typer.Option(help="sample-rank (sample m, rank them) | direct (the human pairs)")] = "sample-rank",
     policy: PolicyRef = None, docs: Docs = None, split: Split = None,
     per_doc: Annotated[int | None, typer.Option(help="m: samples per document (SLiC-HF: 8)")] = None,
     temperature: Annotated[float | None, typer.Option(help="(0.7)")] = None,
@@ -60,7 +61,8 @@ def _sampling(**given: float | None) -> RoundSampling:
     """The round's sampling settings with the options that were given."""
     from training.slic.config import RoundSampling
 
-    return replace(RoundSampling(), **{k: v for k, v in given.items() if v is not None})
+    options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}  # each field's own type
+    return replace(RoundSampling(), **options)
 
 
 @slic_cli.command("train")
@@ -71,7 +73,8 @@ def train(
     delta: Annotated[float | None, typer.Option(help="hinge margin δ (1.0)")] = None,
     reg_weight: Annotated[float | None, typer.Option(help="λ on -log P(y_ref|x) (0.5; 0 disables)")] = None,
     y_ref: Annotated[str | None, typer.Option(help="reference | best_decode")] = None,
-    pairs_per_document: Annotated[int | None, typer.Option(help="the judge's most confident N pairs per document (0: all)")] = None,
+    pairs_per_document: Annotated[int | None,
+                                  typer.Option(help="the judge's most confident N pairs per document (0: all)")] = None,
     learning_rate: Annotated[float | None, typer.Option()] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import gradio as gr
+
 from annotate.errors import InvalidInput, NotFound
 from annotate.queue import QueuePolicy, next_assignment
 from annotate.submissions import (
@@ -171,7 +172,8 @@ def build_app(h: Handlers) -> gr.Blocks:
             comment = gr.Textbox(label="Comment (optional)", lines=1, elem_id="comment")
             with gr.Row():
                 submit_btn = gr.Button("Submit (Ctrl+Enter)", variant="primary", elem_id="submit-btn")
-                reason = gr.Dropdown(list(SKIP_REASONS), label="Skip reason", value=SKIP_REASONS[0], elem_id="skip-reason")
+                reason = gr.Dropdown(list(SKIP_REASONS), label="Skip reason", value=SKIP_REASONS[0],
+                                     elem_id="skip-reason")
                 skip_btn = gr.Button("Skip", elem_id="skip-btn")
         dashboard_tab = build_dashboard(h.is_admin, h.ctx.transaction)
 
@@ -188,7 +190,7 @@ def build_app(h: Handlers) -> gr.Blocks:
                     view.title if view else "", view.source if view else "", view.text if view else "",
                     gr.update(choices=list(LETTERS[:n]), value=None), None, False, ""]
             cols = [gr.update(visible=i < n) for i in range(len(LETTERS))]
-            summary_texts = [view.summaries[i].text if i < n else "" for i in range(len(LETTERS))]  # type: ignore[union-attr]
+            summary_texts = [view.summaries[i].text if view and i < n else "" for i in range(len(LETTERS))]
             return [*head, *cols, *summary_texts, *([None] * len(LETTERS)), *([None] * len(LETTERS))]
 
         def on_submit(form: dict[Any, Any], request: gr.Request) -> list[Any]:
@@ -235,7 +237,7 @@ def _add_api(h: Handlers) -> None:
 
     def submit(assignment_id: int, best: str, quality: dict[str, int], factual: dict[str, bool],
                strength: str | None = None, all_unacceptable: bool = False, comment: str | None = None,
-               request: gr.Request = None) -> dict[str, Any]:  # type: ignore[assignment]
+               request: gr.Request | None = None) -> dict[str, Any]:
         """Submit a judgement: best letter, quality 1-7 and factual per letter shown.
 
         Submitting the same assignment again stores nothing new. Returns {"stored": true}.
@@ -247,7 +249,7 @@ def _add_api(h: Handlers) -> None:
             h.submit(int(assignment_id), sub, request)
         return {"stored": True}
 
-    def skip_task(assignment_id: int, reason: str, request: gr.Request = None) -> dict[str, Any]:  # type: ignore[assignment]
+    def skip_task(assignment_id: int, reason: str, request: gr.Request | None = None) -> dict[str, Any]:
         """Give a task back with a reason; it goes to another rater. Returns {"skipped": true}."""
         with shown_to_user():
             h.skip(int(assignment_id), reason, request)

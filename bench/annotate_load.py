@@ -3,13 +3,19 @@
 The app runs as its own process (`calibra serve`). Each annotator logs in over HTTP and loops
 next_task -> submit through the app's `next_task` and `submit` endpoints
 (`POST /gradio_api/run/<name>`, the same endpoints `gradio_client` calls) until the queue is
-empty, its request budget is spent or the time limit passes. Reported per N: judgements per second and p50/p95 latency of each call.
+empty, its request budget is spent or the time limit passes. Reported per N: judgements per second
+and p50/p95 latency of each call.
 Afterwards the database is checked: no judgement lost (every `{"stored": true}` has its row), none
 duplicated, no task past its replication target.
 
 Target: at N = 50 on SQLite, p95 under 250 ms for each call and zero lost or duplicated judgements.
 
-    .venv/bin/python bench/annotate_load.py [--annotators 1 10 50] [--tasks 300] [--seconds 60] [--json]
+`--round-running` measures each level twice, side by side: with the app's round worker idle, and
+while it trains a round (round 0's supervised fine-tuning of the default policy on the real TL;DR
+posts of `../shared/data/tldr/posts_test400.jsonl`), as `calibra serve` runs it beside the app.
+
+    .venv/bin/python bench/annotate_load.py [--annotators 1 10 50] [--tasks 300] [--seconds 60]
+        [--round-running] [--json]
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select
 
+from annotate.importing import import_files
 from annotate.users import add_user
 from app.config import load_settings
 from app.context import open_context
@@ -46,8 +53,11 @@ from db import (
     TaskCandidate,
 )
 from db.models import digest
+from training.rounds.config import RoundOptions
+from training.rounds.store import find_round, request_round
 
 PASSWORD = "load-test-pass"
+POSTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tldr" / "posts_test400.jsonl"
 
 
 @dataclass
@@ -107,6 +117,28 @@ def annotate(url: str, worker: Worker, stop: threading.Event, max_calls: int, th
             worker.submit_ms.append((time.perf_counter() - t0) * 1000)
 
 
+def start_training(ctx) -> int:  # type: ignore[no-untyped-def]
+    """Documents with human references and a requested round 0 (SFT), which the app's worker
+    picks up as soon as it starts."""
+    with ctx.transaction() as db:
+        round_ = request_round(db, RoundOptions(eval_docs=5), "bench")
+        number = round_.number
+    import_files(ctx.transaction, [POSTS], source="tldr-test")
+    return number
+
+
+def wait_for_training(ctx, number: int, timeout: float = 600) -> None:  # type: ignore[no-untyped-def]
+    """Until the worker has loaded the policy and takes optimizer steps."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with ctx.transaction() as db:
+            stages = find_round(db, number).stages
+            if any((s.progress or {}).get("step", 0) >= 1 for s in stages):
+                return
+        time.sleep(1)
+    raise RuntimeError("the worker did not start training")
+
+
 def start_server(home: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "CALIBRA_HOME": str(home)}
     server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
@@ -122,18 +154,23 @@ def start_server(home: Path, port: int) -> subprocess.Popen:
 
 
 def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else (values or [0])[0]
+    return (statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1
+            else (values or [0])[0])
 
 
-def run_level(n: int, tasks: int, seconds: float, max_calls: int, think: float) -> dict[str, object]:
+def run_level(n: int, tasks: int, seconds: float, max_calls: int, think: float,
+              round_running: bool = False) -> dict[str, object]:
     home = Path(tempfile.mkdtemp(prefix=f"calibra-load-{n}-"))
     os.environ["CALIBRA_HOME"] = str(home)
     ctx = open_context(load_settings())
     seed(ctx, tasks, n)
+    number = start_training(ctx) if round_running else None
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = start_server(home, port)
+    if number is not None:
+        wait_for_training(ctx, number)
     workers = [Worker(f"load{r}") for r in range(n)]
     ready, stop = threading.Barrier(n + 1), threading.Event()
     threads = [threading.Thread(target=annotate, args=(f"http://127.0.0.1:{port}/", w, stop, max_calls, think, ready))
@@ -156,8 +193,12 @@ def run_level(n: int, tasks: int, seconds: float, max_calls: int, think: float) 
     stored = sum(w.stored for w in workers)
     next_ms = [x for w in workers for x in w.next_ms]
     submit_ms = [x for w in workers for x in w.submit_ms]
+    if number is not None:
+        with ctx.transaction() as db:  # the round must still have been training when the level ended
+            still = find_round(db, number).status
     return {
-        "annotators": n, "think_s": think, "seconds": round(elapsed, 1), "judgements": rows,
+        "annotators": n, "think_s": think, "round_running": None if number is None else still.value,
+        "seconds": round(elapsed, 1), "judgements": rows,
         "judgements_per_s": round(rows / elapsed, 1),
         "next_task_p50_ms": round(pct(next_ms, 50), 1), "next_task_p95_ms": round(pct(next_ms, 95), 1),
         "submit_p50_ms": round(pct(submit_ms, 50), 1), "submit_p95_ms": round(pct(submit_ms, 95), 1),
@@ -175,10 +216,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60, help="time limit per level")
     ap.add_argument("--max-calls", type=int, default=40, help="next_task+submit rounds per annotator")
     ap.add_argument("--think", type=float, nargs="+", default=[5.0], help="seconds an annotator reads (0: none)")
+    ap.add_argument("--round-running", action="store_true",
+                    help="each level also while the worker beside the app trains a round")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    results = [run_level(n, args.tasks, args.seconds, args.max_calls, think)
-               for think in args.think for n in args.annotators]
+    modes = (False, True) if args.round_running else (False,)
+    results = [run_level(n, args.tasks, args.seconds, args.max_calls, think, mode)
+               for think in args.think for n in args.annotators for mode in modes]
     meta = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "python": platform.python_version(),
             "cpus": os.cpu_count(), "database": "sqlite"}
     if args.json:

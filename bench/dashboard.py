@@ -47,7 +47,8 @@ def generate(url: str, judgements: int, raters: int, seed: int = 0) -> None:
     start = datetime(2026, 11, 1)
     with engine.begin() as conn:
         conn.execute(insert(ModelVersion), [{"id": i + 1, "kind": "policy", "name": n, "base_model": "x",
-                                             "status": "registered", "created_at": start} for i, n in enumerate(VERSIONS)])
+                                             "status": "registered", "created_at": start}
+                                            for i, n in enumerate(VERSIONS)])
         conn.execute(insert(Rater), [{"id": r + 1, "name": f"rater{r:03d}", "role": "annotator", "active": True,
                                       "created_at": start} for r in range(raters)])
         conn.execute(insert(Document), [{"id": t + 1, "source": "synthetic", "text": f"post {t}",
@@ -71,14 +72,16 @@ def generate(url: str, judgements: int, raters: int, seed: int = 0) -> None:
                 order = cands[:]
                 rng.shuffle(order)
                 lazy = r % 10 == 0  # every tenth rater mostly picks the first summary shown
-                best = order[0] if lazy and rng.random() < 0.8 else max(cands, key=lambda c: (c - cands[0]) + rng.random() * 2.5)
+                best = (order[0] if lazy and rng.random() < 0.8
+                        else max(cands, key=lambda c: (c - cands[0]) + rng.random() * 2.5))
                 when = start + timedelta(seconds=30 * jid)
                 assignments.append({"id": jid, "task_id": t + 1, "rater_id": r + 1, "display_order": order,
                                     "status": "submitted", "leased_at": when, "completed_at": when})
                 judged.append({"id": jid, "assignment_id": jid, "task_id": t + 1, "rater_id": r + 1,
-                               "best_candidate_id": best, "all_unacceptable": False, "time_taken_s": rng.uniform(20, 90),
-                               "created_at": when})
-                ratings.extend({"judgement_id": jid, "candidate_id": c, "quality": min(7, max(1, 3 + (c - cands[0]) + rng.choice((-1, 0, 0, 1)))),
+                               "best_candidate_id": best, "all_unacceptable": False,
+                               "time_taken_s": rng.uniform(20, 90), "created_at": when})
+                ratings.extend({"judgement_id": jid, "candidate_id": c,
+                                "quality": min(7, max(1, 3 + (c - cands[0]) + rng.choice((-1, 0, 0, 1)))),
                                 "factual": rng.random() < 0.85} for c in cands)
         conn.execute(insert(Assignment), assignments)
         conn.execute(insert(Judgement), judged)

@@ -40,10 +40,10 @@ from sklearn.model_selection import GroupKFold
 from transformers import AutoModel, AutoTokenizer
 
 from training.defaults import ENCODER
-from training.judges.scalar_model import scalar_head
 from training.judges.metrics import pair_metrics
-from training.judges.trainer import judge_probabilities, load_judge
 from training.judges.pairs import PreferencePair, read_pairs, split_by_document
+from training.judges.scalar_model import scalar_head
+from training.judges.trainer import judge_probabilities, load_judge
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "tldr" / "pairs_train.jsonl"
@@ -133,7 +133,8 @@ def pairwise_head(train: Sequence[PreferencePair], test: Sequence[PreferencePair
     torch.nn.init.zeros_(mlp[2].bias)
 
     def tensors(pairs: Sequence[PreferencePair]) -> tuple[torch.Tensor, ...]:
-        return tuple(torch.tensor(np.array([vec[getattr(p, f)] for p in pairs])) for f in ("prompt", "chosen", "rejected"))
+        return tuple(torch.tensor(np.array([vec[getattr(p, f)] for p in pairs]))
+                     for f in ("prompt", "chosen", "rejected"))
 
     def logit(post: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         def g(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -176,7 +177,8 @@ def main() -> None:
     cos_len = [0, 4]
     rows = [row("cosine with the post + word count, linear", test, fit_linear(x_train[:, cos_len])(x_test[:, cos_len]),
                 cross_validated(fit_linear, x_train[:, cos_len], posts))]
-    rows.append(row("all features, linear", test, fit_linear(x_train)(x_test), cross_validated(fit_linear, x_train, posts)))
+    rows.append(row("all features, linear", test, fit_linear(x_train)(x_test),
+                    cross_validated(fit_linear, x_train, posts)))
     boosted = fit_boosted(x_train)(x_test)
     rows.append(row("all features, boosted trees", test, boosted, cross_validated(fit_boosted, x_train, posts)))
     if args.reward:
@@ -184,7 +186,8 @@ def main() -> None:
         rm = np.array(judge_probabilities(reward, test))
         rows.append(row("reward model", test, rm))
         rows.append(row("reward model averaged with the boosted trees", test, (rm + boosted) / 2))
-        rows.append(row("pairwise head over the reward model's towers", test, pairwise_head(train, test, args.reward, scalar_head(reward.model))))
+        rows.append(row("pairwise head over the reward model's towers", test,
+                        pairwise_head(train, test, args.reward, scalar_head(reward.model))))
     out = {"train_pairs": len(train), "test_pairs": len(test), "accuracy_se": math.sqrt(0.25 / len(test)),
            "length_baseline_accuracy": pair_metrics(test, [0.5] * len(test))["length_baseline_accuracy"],
            "rows": rows, "date": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count()}

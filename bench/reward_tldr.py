@@ -23,8 +23,8 @@ import torch
 
 from training.defaults import ENCODER
 from training.judges.config import JudgeConfig
-from training.judges.trainer import train_judge
 from training.judges.pairs import read_pairs, split_by_document
+from training.judges.trainer import train_judge
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "tldr" / "pairs_train.jsonl"
@@ -61,7 +61,8 @@ def main() -> None:
            "longer_preferred_by_model": m["longer_preferred_by_model"],
            "train_seconds": round(result.metrics["train_seconds"], 1),
            "train_pairs_per_second": round(len(train) * cfg.epochs / result.metrics["train_seconds"], 2),
-           "projected_minutes_all_7260": round(7260 * cfg.epochs / (len(train) * cfg.epochs / result.metrics["train_seconds"]) / 60, 1),
+           "projected_minutes_all_7260": round(
+               7260 * cfg.epochs / (len(train) * cfg.epochs / result.metrics["train_seconds"]) / 60, 1),
            "wall_seconds": round(wall, 1), "calibration": m["calibration"], "config": cfg.as_dict(),
            "date": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count(), "threads": args.threads,
            "python": platform.python_version(), "torch": torch.__version__}

@@ -173,7 +173,8 @@ def main() -> None:
     summary = {"batch": args.batch, "steps": args.steps, "results": results}
     if "dpo-hinge" in results and "slic" in results:
         summary["slic_vs_dpo_throughput"] = results["slic"]["pairs_per_s"] / results["dpo-hinge"]["pairs_per_s"]
-        summary["slic_vs_dpo_peak_memory"] = results["slic"]["peak_memory_mib"] / results["dpo-hinge"]["peak_memory_mib"]
+        summary["slic_vs_dpo_peak_memory"] = (results["slic"]["peak_memory_mib"]
+                                              / results["dpo-hinge"]["peak_memory_mib"])
     if "slic-bf16" in results and "slic" in results:
         summary["bf16_vs_fp32_throughput"] = results["slic-bf16"]["pairs_per_s"] / results["slic"]["pairs_per_s"]
         summary["bf16_vs_fp32_loss_difference"] = results["slic-bf16"]["first_loss"] - results["slic"]["first_loss"]

@@ -26,8 +26,15 @@ from training.defaults import POLICY
 from training.generation import SamplingConfig
 from training.slic.config import SlicConfig
 from training.slic.data import RoundDocument
-from training.slic.round import (SLIC_SAMPLING, Policy, RoundFiles, load_round, run_evaluation, run_sample_rank,
-                                 run_train)
+from training.slic.round import (
+    SLIC_SAMPLING,
+    Policy,
+    RoundFiles,
+    load_round,
+    run_evaluation,
+    run_sample_rank,
+    run_train,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTS = ROOT.parent / "shared" / "data" / "tldr" / "posts_test400.jsonl"
@@ -83,7 +90,8 @@ def main() -> None:
         times["train_s"] = time.perf_counter() - t
     t = time.perf_counter()
     evaluation = run_evaluation(Policy(base.base, str(files.adapter)), base, eval_docs, judges, files,
-                                sampling=SamplingConfig(**{**sampling.__dict__, "seed": 1234}), cfg=cfg, progress=progress)
+                                sampling=SamplingConfig(**{**sampling.__dict__, "seed": 1234}), cfg=cfg,
+                                progress=progress)
     times["eval_s"] = time.perf_counter() - t
     cand = sum(len(r.candidates) for r in records)
     out = {

@@ -1,14 +1,16 @@
 """Engines and transactions for SQLite (the embedded default) and any other SQLAlchemy URL."""
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -25,7 +27,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -41,7 +43,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     write_lock = threading.RLock()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
+    def _on_begin(conn: Connection) -> None:
         write_lock.acquire()
         conn.info["calibra_write_lock"] = True
         # Take the write lock up front: a deferred transaction that reads and then writes can
@@ -52,7 +54,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             _release(conn)
             raise
 
-    def _release(conn) -> None:  # type: ignore[no-untyped-def]
+    def _release(conn: Connection) -> None:
         if conn.info.pop("calibra_write_lock", False):
             write_lock.release()
 

@@ -1,4 +1,4 @@
-"""The tables of the whole feedback loop: documents, candidates, tasks, judgements, models, runs.
+"""The tables of the whole feedback loop: documents, candidates, tasks, judgements, models, rounds.
 
 Rules that must hold even under concurrent writers (one judgement per assignment, one
 assignment per rater and task, ratings in range) live here as constraints, not in callers.
@@ -15,12 +15,14 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     MetaData,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -94,12 +96,20 @@ class Strength(str, enum.Enum):
     NEGLIGIBLY = "negligibly"
 
 
-class RunStatus(str, enum.Enum):
-    QUEUED = "queued"
+class RoundStatus(str, enum.Enum):
+    REQUESTED = "requested"  # waiting for a worker
     RUNNING = "running"
     SUCCEEDED = "succeeded"
+    SKIPPED = "skipped"  # not enough new judgements, or nothing to do; the reason is recorded
     FAILED = "failed"
-    INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
+
+
+class StageStatus(str, enum.Enum):
+    RUNNING = "running"
+    DONE = "done"
+    SKIPPED = "skipped"
+    FAILED = "failed"
 
 
 class Document(Base):
@@ -226,6 +236,9 @@ class Rater(Base):
     role: Mapped[Role] = mapped_column(_enum(Role), default=Role.ANNOTATOR)
     password_hash: Mapped[str | None] = mapped_column(String(128))  # None: cannot log in
     active: Mapped[bool] = mapped_column(default=True)
+    # An automatic rater (`calibra simulate`): its judgements stay out of reports, exports and
+    # training unless they are asked for.
+    simulated: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     def __repr__(self) -> str:
@@ -294,19 +307,82 @@ class CandidateRating(Base):
     )
 
 
-class TrainingRun(Base):
-    __tablename__ = "training_run"
+class TrainingRound(Base):
+    """One round of the weekly loop: requested by an admin or the schedule, claimed by one
+    worker, run stage by stage. At most one round runs at a time (a partial unique index)."""
+
+    __tablename__ = "training_round"
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))  # reward, ranker, slic, generate, ...
-    status: Mapped[RunStatus] = mapped_column(_enum(RunStatus), default=RunStatus.QUEUED)
-    config: Mapped[dict[str, Any] | None]
-    metrics: Mapped[dict[str, Any] | None]
-    log: Mapped[str | None] = mapped_column(Text)
-    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    number: Mapped[int] = mapped_column(unique=True)  # R: tasks and model versions of the round carry it
+    status: Mapped[RoundStatus] = mapped_column(_enum(RoundStatus), default=RoundStatus.REQUESTED)
+    options: Mapped[dict[str, Any]]  # documents, judge, mode, ... as requested
+    requested_by: Mapped[str] = mapped_column(String(128))  # a user name, or "schedule"
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+    worker: Mapped[str | None] = mapped_column(String(128))  # host:pid of the worker that holds it
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    attempts: Mapped[int] = mapped_column(default=0)  # claims: a round whose worker died is resumed
+    reason: Mapped[str | None] = mapped_column(Text)  # why it was skipped, failed or cancelled
+    snapshot: Mapped[dict[str, Any] | None]  # judgement id range, count and hash it trained on
+    decision: Mapped[dict[str, Any] | None]  # the promotion gate's verdict and its reasons
+
+    stages: Mapped[list[RoundStage]] = relationship(back_populates="round", order_by="RoundStage.id",
+                                                    cascade="all, delete-orphan")
+
+    __table_args__ = (
+        Index("uq_training_round_one_running", "status", unique=True,
+              sqlite_where=text("status = 'running'"), postgresql_where=text("status = 'running'")),
+    )
+
+    def __repr__(self) -> str:
+        return f"TrainingRound(number={self.number}, status={self.status.value})"
+
+
+class RoundStage(Base):
+    """A stage of a round (snapshot, judges, policy, evaluate, next batch; sft in round 0), with
+    its live progress while it runs and its metrics, log lines and error once it ends."""
+
+    __tablename__ = "round_stage"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("training_round.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(32))
+    status: Mapped[StageStatus] = mapped_column(_enum(StageStatus), default=StageStatus.RUNNING)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    progress: Mapped[dict[str, Any] | None]  # step, total, loss, updated_at
+    metrics: Mapped[dict[str, Any] | None]
+    log: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(Text)
+
+    round: Mapped[TrainingRound] = relationship(back_populates="stages")
+
+    __table_args__ = (UniqueConstraint("round_id", "name"),)
+
+
+class LoopSetting(Base):
+    """A setting of the loop changed at run time (the round schedule), shared by every process:
+    the worker's scheduler follows it."""
+
+    __tablename__ = "loop_setting"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(128))
+
+
+class RegistryEvent(Base):
+    """A change of the active policy: a round's promotion, or an admin's promote or rollback."""
+
+    __tablename__ = "registry_event"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    action: Mapped[str] = mapped_column(String(32))  # promote | rollback
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_version.id"))
+    previous_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
+    actor: Mapped[str] = mapped_column(String(128))  # a user name, or "round R"
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class CandidateScore(Base):
@@ -317,7 +393,7 @@ class CandidateScore(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     candidate_id: Mapped[int] = mapped_column(ForeignKey("candidate.id", ondelete="CASCADE"))
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_version.id", ondelete="CASCADE"))
-    score: Mapped[float]
+    score: Mapped[float] = mapped_column(Float)  # as migration 0002 created it
     rank: Mapped[int | None]  # 1 = best among the document's scored candidates
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -6,8 +6,8 @@ import pytest
 
 from annotate.agreement import (
     Bootstrap,
-    alpha_estimates,
     alpha_estimate,
+    alpha_estimates,
     alpha_from_coincidences,
     cohen_kappa_matrix,
     fleiss_estimate,

@@ -31,3 +31,15 @@ def test_unknown_or_bad_settings_are_named(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "calibra.toml").write_text("replication = 'three'\n")
     with pytest.raises(ConfigError, match="replication"):
         load_settings(environ={})
+
+
+def test_the_config_file_in_the_given_home_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CALIBRA_HOME from the `environ` argument decides where calibra.toml is looked for, not
+    the process environment."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CALIBRA_HOME", raising=False)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "calibra.toml").write_text("replication = 7\n")
+    s = load_settings(environ={"CALIBRA_HOME": str(tmp_path / "elsewhere")})
+    assert s.replication == 7 and s.config_file == tmp_path / "elsewhere" / "calibra.toml"
+    assert load_settings(environ={}).replication == 3

@@ -10,12 +10,11 @@ from typer.testing import CliRunner
 
 from annotate.export import ExportConfig, judgements_table, preference_pairs
 from app.cli import cli
-from tests.test_report import judged  # noqa: F401 - the shared fixture
 
 runner = CliRunner()
 
 
-def test_pairs_by_hand(judged) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_pairs_by_hand(judged) -> None:  # type: ignore[no-untyped-def]
     with judged.transaction() as db:
         pairs, left_out = preference_pairs(db, ExportConfig(margin="quality"))
     # r3 (flagged) is left out; r1 and r2 choose alpha over beta and the reference in all 12
@@ -31,7 +30,7 @@ def test_pairs_by_hand(judged) -> None:  # type: ignore[no-untyped-def]  # noqa:
     assert set(pairs["round"]) == {1, 2} and all(list(r) == ["r1", "r2"] for r in pairs.raters)
 
 
-def test_flagged_raters_can_be_kept(judged) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_flagged_raters_can_be_kept(judged) -> None:  # type: ignore[no-untyped-def]
     with judged.transaction() as db:
         pairs, left_out = preference_pairs(db, ExportConfig(exclude_flagged=False))
     ab = pairs[(pairs.chosen_source == "alpha") & (pairs.rejected_source == "beta")]
@@ -40,7 +39,7 @@ def test_flagged_raters_can_be_kept(judged) -> None:  # type: ignore[no-untyped-
     assert left_out["flagged_raters"] == 0 and (ab.weight < 1).any()
 
 
-def test_judgements_keep_their_provenance(judged) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_judgements_keep_their_provenance(judged) -> None:  # type: ignore[no-untyped-def]
     with judged.transaction() as db:
         table = judgements_table(db)
     assert len(table) == 36
@@ -50,7 +49,7 @@ def test_judgements_keep_their_provenance(judged) -> None:  # type: ignore[no-un
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf-dataset"])
-def test_export_command_round_trips_through_import(judged, env: Path, monkeypatch, fmt: str) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_export_command_round_trips_through_import(judged, env: Path, monkeypatch, fmt: str) -> None:  # type: ignore[no-untyped-def]
     out = env / f"prefs.{fmt}"
     result = runner.invoke(cli, ["export", "preferences", "--format", fmt, "--out", str(out), "--margin", "quality"])
     assert result.exit_code == 0, result.output
@@ -77,7 +76,7 @@ def test_export_command_round_trips_through_import(judged, env: Path, monkeypatc
     assert triples(again) == triples(out)
 
 
-def test_judgements_command(judged, env: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_judgements_command(judged, env: Path) -> None:  # type: ignore[no-untyped-def]
     out = env / "j.jsonl"
     result = runner.invoke(cli, ["export", "judgements", "--out", str(out)])
     assert result.exit_code == 0, result.output

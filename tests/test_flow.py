@@ -108,9 +108,14 @@ def test_tasks_mix_model_versions_and_the_reference(ctx) -> None:  # type: ignor
         assert len(cands) == 4
         assert sum(c.origin == CandidateOrigin.REFERENCE for c in cands) == 1
         assert len({c.model_version_id for c in cands if c.model_version_id}) == 3
-        # the five candidates left make one more task; the reference anchors it again
-        (second,) = create_tasks(db, TaskSpec(per_task=4))
-        assert second.document_id == doc.id and not create_tasks(db, TaskSpec(per_task=4))[:0]
+        # the six model candidates left make two more tasks; the reference anchors each again
+        (second,) = create_tasks(db, TaskSpec(per_task=4), limit=1)
+        (third,) = create_tasks(db, TaskSpec(per_task=4))
+        assert second.document_id == third.document_id == doc.id
+        used = [s.candidate for t in (task, second, third) for s in t.slots
+                if s.candidate.origin == CandidateOrigin.MODEL]
+        assert len(used) == len({c.id for c in used}) == 9  # every model candidate in exactly one task
+        assert create_tasks(db, TaskSpec(per_task=4)) == []  # nothing left to compare
 
 
 def test_tasks_need_two_candidates_and_a_size_of_two_to_four(ctx) -> None:  # type: ignore[no-untyped-def]

@@ -53,7 +53,8 @@ def test_pairs_become_tasks_with_judgements(env: Path, ctx) -> None:  # type: ig
     assert report["layout"] == "pairs" and report["judgements_added"] == 40 and report["tasks_added"] == 40
     with ctx.transaction() as db:
         for row in rows[:5]:
-            chosen, rejected = (db.scalar(select(Candidate.id).where(Candidate.text == row[k].removeprefix("TL;DR:").strip()))
+            chosen, rejected = (db.scalar(select(Candidate.id).where(
+                                    Candidate.text == row[k].removeprefix("TL;DR:").strip()))
                                 for k in ("chosen", "rejected"))
             tasks = [t for t in db.scalars(select(ComparisonTask)) if set(t.candidate_ids) == {chosen, rejected}]
             assert len(tasks) == 1

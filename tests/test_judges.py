@@ -10,19 +10,17 @@ import torch
 import torch.nn.functional as F
 
 from annotate.errors import InvalidInput
+from tests.conftest import TLDR
 from training.artifacts import atomic_dir
 from training.errors import CheckpointMismatch
+from training.judges.candidate_ranking import rank_by_scores, ranking_scores, tournament
 from training.judges.collator import JudgeCollator
 from training.judges.config import JudgeConfig
-from training.judges.scalar_model import SIMILARITY_SCALE
-from training.judges.candidate_ranking import ranking_scores
-from training.judges.trainer import load_judge, train_judge
 from training.judges.pairs import PreferencePair, read_pairs, split_by_document, split_newest_round
 from training.judges.ranker_model import PairwiseRanker, ordered_batches
-from training.judges.candidate_ranking import rank_by_scores, tournament
 from training.judges.reward_model import RewardScorer, group_batches, preference_loss
-
-from tests.conftest import TLDR
+from training.judges.scalar_model import SIMILARITY_SCALE
+from training.judges.trainer import load_judge, train_judge
 
 
 def test_preference_loss_by_hand() -> None:
@@ -176,7 +174,8 @@ def test_two_towers_embed_the_summary_as_the_sentence_encoder_does(tiny_encoder:
     post, summary = "a post about a dog " * 4, "the dog ran away"
     batch = judge.collate([post, post], [[summary], ["another"]])
     with torch.no_grad():
-        hidden = judge.model.eval()(**batch.model_inputs(torch.device("cpu")), output_hidden_states=True).hidden_states[-1]
+        inputs = batch.model_inputs(torch.device("cpu"))
+        hidden = judge.model.eval()(**inputs, output_hidden_states=True).hidden_states[-1]
         alone = encoder(**judge.tokenizer(summary, return_tensors="pt")).last_hidden_state[0].mean(0)
     (row, start, end), = batch.parts[0]
     assert torch.allclose(hidden[row, start:end].mean(0), alone, atol=1e-5)
@@ -192,7 +191,8 @@ def test_packed_scores_equal_one_input_at_a_time(kind: str, read_post: bool, tin
     judge = RewardScorer.load(tiny_encoder if kind == "encoder" else tiny_lm, JudgeConfig(max_length=96,
                                                                                          read_post=read_post))
     judge.model.eval()
-    docs = ["a post about a dog " * 4, "a post about a dog " * 4, "my sister borrowed my car", "a post about a dog " * 4]
+    dog = "a post about a dog " * 4
+    docs = [dog, dog, "my sister borrowed my car", dog]
     texts = ["the dog ran away", "a cat sat on a mat all day long", "sister took the car", ""]
     with torch.no_grad():
         packed = judge.rewards(docs, texts)
@@ -216,7 +216,8 @@ def _synthetic(n: int) -> list[PreferencePair]:
     """A preference a model can learn: the chosen summary calls the post accurate."""
     topics = ["a dog", "my landlord", "a job offer", "the wedding", "my sister", "a used car", "the exam", "rent"]
     return [PreferencePair(f"POST: a story about {topics[i % 8]} number {i}",
-                           f"accurate helpful summary of {topics[i % 8]}", f"wrong misleading summary of {topics[i % 8]}",
+                           f"accurate helpful summary of {topics[i % 8]}",
+                           f"wrong misleading summary of {topics[i % 8]}",
                            document=str(i)) for i in range(n)]
 
 
@@ -258,7 +259,8 @@ def test_reward_batches_score_each_distinct_summary_once() -> None:
     b = batches[0]
     chosen = [(b.documents[i], b.texts[i]) for i in b.chosen.tolist()]
     rejected = [(b.documents[i], b.texts[i]) for i in b.rejected.tolist()]
-    assert sorted(zip(chosen, rejected)) == sorted(((p.prompt, p.chosen), (p.prompt, p.rejected)) for p in pairs)
+    expected = sorted(((p.prompt, p.chosen), (p.prompt, p.rejected)) for p in pairs)
+    assert sorted(zip(chosen, rejected, strict=True)) == expected
 
 
 def test_ranker_batches_hold_whole_documents_in_both_orders() -> None:

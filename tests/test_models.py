@@ -17,8 +17,10 @@ from training.loading import (
 )
 from training.prompts import DocPrompt, build_prompt
 
-DOCS = [DocPrompt(1, "My neighbour mows his lawn at six every Sunday morning. How do I ask him to stop?", "Lawn", "advice"),
-        DocPrompt(2, "I saved $3,000 and want to learn to invest it without losing it all.", "Saving", "personalfinance"),
+DOCS = [DocPrompt(1, "My neighbour mows his lawn at six every Sunday morning. How do I ask him to stop?",
+                  "Lawn", "advice"),
+        DocPrompt(2, "I saved $3,000 and want to learn to invest it without losing it all.",
+                  "Saving", "personalfinance"),
         DocPrompt(3, "Our puppy chews every cable in the flat.", None, None)]
 
 
@@ -89,7 +91,8 @@ def test_tldr_template_has_the_classic_layout(tiny_lm: Path) -> None:
     tok = load_tokenizer(tiny_lm)
     assert build_prompt(tok, DOCS[0], "tldr") == (
         "SUBREDDIT: r/advice\nTITLE: Lawn\nPOST: " + DOCS[0].text + "\nTL;DR:")
-    assert DOCS[0].text in build_prompt(tok, DOCS[0], "auto") and "<|im_start|>assistant" in build_prompt(tok, DOCS[0], "auto")
+    assert (DOCS[0].text in build_prompt(tok, DOCS[0], "auto")
+            and "<|im_start|>assistant" in build_prompt(tok, DOCS[0], "auto"))
 
 
 def test_long_posts_are_cut_to_the_token_budget(tiny_lm: Path) -> None:

@@ -7,56 +7,7 @@ import pytest
 
 from annotate.judgement_frames import Filters, load_frames
 from annotate.report import build_report, flagged, per_rater, position_bias
-from db import (
-    Assignment,
-    AssignmentStatus,
-    Candidate,
-    CandidateOrigin,
-    CandidateRating,
-    ComparisonTask,
-    Document,
-    Judgement,
-    ModelKind,
-    ModelVersion,
-    Rater,
-    TaskCandidate,
-)
-from db.models import digest
-
-QUALITY = {"alpha": 6, "beta": 3, "human reference": 5}
-
-
-@pytest.fixture
-def judged(ctx):  # type: ignore[no-untyped-def]
-    """12 tasks of three summaries: alpha (longest), beta (shortest), the human reference.
-    r1 and r2 always choose alpha; r3 always chooses whatever is shown first, and sees alpha,
-    beta and the reference first four times each."""
-    with ctx.transaction() as db:
-        alpha = ModelVersion(kind=ModelKind.POLICY, name="alpha", base_model="x")
-        beta = ModelVersion(kind=ModelKind.POLICY, name="beta", base_model="x")
-        raters = [Rater(name=n) for n in ("r1", "r2", "r3")]
-        db.add_all([alpha, beta, *raters])
-        for t in range(12):
-            doc = Document(source="t", text=f"post {t}", content_hash=digest(f"post {t}"), reference_summary="r")
-            texts = {"alpha": f"a long and detailed summary of post {t} with many words in it, twenty at least here",
-                     "beta": f"short {t}", "human reference": f"the reference summary of post {t} here"}
-            cands = {k: Candidate(document=doc, text=v, text_hash=digest(v),
-                                  origin=CandidateOrigin.REFERENCE if k == "human reference" else CandidateOrigin.MODEL,
-                                  model_version={"alpha": alpha, "beta": beta}.get(k)) for k, v in texts.items()}
-            task = ComparisonTask(document=doc, round=1 if t < 6 else 2,
-                                  slots=[TaskCandidate(candidate=c, slot=i) for i, c in enumerate(cands.values())])
-            db.add(task)
-            db.flush()
-            names = list(cands)
-            for k, rater in enumerate(raters):
-                order = [names[(t + k + i) % 3] for i in range(3)]
-                best = "alpha" if rater.name != "r3" else order[0]
-                a = Assignment(task=task, rater=rater, status=AssignmentStatus.SUBMITTED,
-                               display_order=[cands[n].id for n in order])
-                db.add(Judgement(assignment=a, task=task, rater=rater, best_candidate=cands[best], time_taken_s=10.0 + k,
-                                 ratings=[CandidateRating(candidate=cands[n], quality=QUALITY[n], factual=n != "beta")
-                                          for n in order]))
-    return ctx
+from tests.conftest import QUALITY
 
 
 def test_report_by_hand(judged) -> None:  # type: ignore[no-untyped-def]

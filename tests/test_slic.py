@@ -32,7 +32,8 @@ def test_slic_loss_by_hand() -> None:
 EXAMPLES = [SlicExample("<|im_start|>user\nA short post about a cat.<|im_end|>\n<|im_start|>assistant\n",
                         "a cat", "a dog sat on the mat", "the cat post"),
             SlicExample("<|im_start|>user\nA much longer post about my landlord who would not fix the heating "
-                        "all winter.<|im_end|>\n<|im_start|>assistant\n", "landlord won't fix heat", "winter", "cold flat")]
+                        "all winter.<|im_end|>\n<|im_start|>assistant\n", "landlord won't fix heat", "winter",
+                        "cold flat")]
 
 
 def _naive(model, tokenizer, prompt: str, target: str) -> float:  # type: ignore[no-untyped-def]
@@ -132,7 +133,8 @@ def test_a_round_end_to_end_on_tiny_models(tiny_lm: Path, tiny_encoder: Path, tm
     records = run_sample_rank(base, docs, "ranker", str(tiny_encoder), files, sampling=sampling, progress=False)
     assert records and all(len(r.pairs) == len(r.candidates) - 1 for r in records)  # a tournament each
     again = run_sample_rank(base, docs, "ranker", str(tiny_encoder), files, sampling=sampling, progress=False)
-    assert len(read_round(files.data)) == len(records) and [r.candidates for r in again] == [r.candidates for r in records]
+    assert (len(read_round(files.data)) == len(records)
+            and [r.candidates for r in again] == [r.candidates for r in records])
     before = files.data.read_bytes()
     with pytest.raises(InvalidInput, match="ranked by ranker:.*not by reward:") as refused:
         run_sample_rank(base, docs, "reward", str(tiny_encoder), files, sampling=sampling, progress=False)
@@ -187,7 +189,7 @@ def test_a_round_from_the_apps_own_data_with_the_cli(env, ctx, tiny_lm: Path, ti
     from app.cli import cli
     from db.models import Candidate, CandidateScore, ModelKind, ModelStatus, ModelVersion
     from tests.conftest import TLDR
-    from training.registry import activate_policy
+    from training.registry import activate
 
     run = CliRunner().invoke
     posts = env / "posts.jsonl"
@@ -200,7 +202,7 @@ def test_a_round_from_the_apps_own_data_with_the_cli(env, ctx, tiny_lm: Path, ti
         tiny = ModelVersion(kind=ModelKind.POLICY, name="tiny", base_model=str(tiny_lm), round=0)
         db.add(tiny)
         db.flush()
-        activate_policy(db, tiny)
+        activate(db, tiny)
     result = run(cli, ["slic", "round", "--judge", "rk", "--docs", "3", "--eval-docs", "2", "--per-doc", "3",
                        "--name", "tiny-r1", "--activate", "--json"])
     assert result.exit_code == 0, result.output
@@ -237,7 +239,8 @@ def test_several_processes_train_one_adapter(tiny_lm: Path, tmp_path: Path) -> N
         "train_slic(sys.argv[1], EXAMPLES * 4, cfg, out=Path(sys.argv[2]), device='cpu', progress=False)\n")
     run_env = {**os.environ, "ACCELERATE_USE_CPU": "true", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     for launch, out, accumulate in (
-            ([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"], tmp_path / "two" / "adapter", "1"),
+            ([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"],
+             tmp_path / "two" / "adapter", "1"),
             ([sys.executable], tmp_path / "one" / "adapter", "2")):
         done = subprocess.run([*launch, str(script), str(tiny_lm), str(out), accumulate], capture_output=True,
                               text=True, env=run_env, timeout=600, check=False)

@@ -197,15 +197,17 @@ def test_refused_submission_then_skip(app_url: str, browser, ctx) -> None:  # ty
 
 def test_api_for_scripts_with_gradio_client(app_url: str, ctx) -> None:  # type: ignore[no-untyped-def]
     from gradio_client import Client
+    from gradio_client.exceptions import AppError
 
     client = Client(app_url, auth=("ann1", PASSWORD), verbose=False)
-    assert {"/next_task", "/submit", "/skip"} <= set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/next_task", "/submit", "/skip"} <= set(endpoints)
     first = client.predict(api_name="/next_task")
     task = first["task"]
     assert set(task) == {"assignment_id", "title", "source", "text", "summaries", "lease_expires_at"}
     assert [s["letter"] for s in task["summaries"]] == list("ABCD") and first["progress"]["left_in_queue"] == 3
     assert client.predict(api_name="/next_task")["task"]["assignment_id"] == task["assignment_id"]  # held lease
-    with pytest.raises(Exception, match="quality_D"):
+    with pytest.raises(AppError, match="quality_D"):
         client.predict(task["assignment_id"], "A", {c: 4 for c in "ABC"}, {c: True for c in "ABCD"}, api_name="/submit")
     args = (task["assignment_id"], "D", {c: 4 for c in "ABCD"}, {c: c != "B" for c in "ABCD"}, "slightly", True, "meh")
     assert client.predict(*args, api_name="/submit") == {"stored": True}
@@ -216,7 +218,7 @@ def test_api_for_scripts_with_gradio_client(app_url: str, ctx) -> None:  # type:
         (j,) = db.scalars(select(Judgement)).all()
         assert j.all_unacceptable and j.comment == "meh" and j.strength.value == "slightly"
         assert db.get(Candidate, j.best_candidate_id).id == j.assignment.display_order[3]
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="Could not login"):  # the login route refuses the password
         Client(app_url, auth=("ann1", "wrong password"), verbose=False)
 
 

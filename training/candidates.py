@@ -5,22 +5,24 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from db.engine import Transactions
 from db.models import Candidate, CandidateOrigin, Document, ModelVersion, digest
 from training.generation import Sample, SamplingConfig, generate
-from training.loading import load_causal_lm, load_tokenizer
+from training.loading import CausalLM, load_causal_lm, load_tokenizer
 from training.prompts import DocPrompt, resolve_template
 from training.registry import resolve_version
 
 
 def documents_to_sample(db: Session, version: ModelVersion, *, limit: int | None, per_doc: int,
-                        split: str | None = None, source: str | None = None) -> list[DocPrompt]:
+                        split: str | None = None, source: str | None = None,
+                        document_ids: Sequence[int] | None = None) -> list[DocPrompt]:
     """Documents with text that have fewer than `per_doc` candidates from this version, oldest first.
 
     A run that was interrupted therefore picks up where it stopped.
@@ -34,6 +36,8 @@ def documents_to_sample(db: Session, version: ModelVersion, *, limit: int | None
         query = query.where(Document.split == split)
     if source is not None:
         query = query.where(Document.source == source)
+    if document_ids is not None:
+        query = query.where(Document.id.in_(list(document_ids)))
     if limit is not None:
         query = query.limit(limit)
     return [DocPrompt(d.id, d.text, d.title, d.subreddit) for d in db.scalars(query)]
@@ -57,7 +61,7 @@ def store_samples(db: Session, document_id: int, version: ModelVersion, samples:
 
 
 def _sampler(tx: Transactions, model: str | None, device: str
-             ) -> tuple[ModelVersion, PreTrainedModel, PreTrainedTokenizerBase]:
+             ) -> tuple[ModelVersion, CausalLM, PreTrainedTokenizerBase]:
     with tx() as db:
         version = resolve_version(db, model)
         db.expunge(version)
@@ -66,14 +70,16 @@ def _sampler(tx: Transactions, model: str | None, device: str
 
 
 def generate_candidates(tx: Transactions, cfg: SamplingConfig, *, model: str | None = None, limit: int | None = None,
-                        split: str | None = None, source: str | None = None, device: str = "auto",
-                        progress: bool = True) -> dict[str, object]:
+                        split: str | None = None, source: str | None = None,
+                        document_ids: Sequence[int] | None = None, device: str = "auto",
+                        progress: bool = True) -> dict[str, Any]:
     """Sample `cfg.per_doc` candidates for every document that has fewer from this version (the
     active policy by default), a transaction per document; how many were added."""
     version, lm, tokenizer = _sampler(tx, model, device)
     decoding = cfg.decoding(resolve_template(tokenizer, cfg.template))
     with tx() as db:
-        prompts = documents_to_sample(db, version, limit=limit, per_doc=cfg.per_doc, split=split, source=source)
+        prompts = documents_to_sample(db, version, limit=limit, per_doc=cfg.per_doc, split=split, source=source,
+                                      document_ids=document_ids)
     added = 0
     with tqdm(total=len(prompts), desc="generating", unit="doc", disable=not progress) as bar:
         for doc, samples in generate(lm, tokenizer, prompts, cfg):

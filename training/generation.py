@@ -10,9 +10,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from training.loading import cache_kwarg, output_cache
+from training.loading import CausalLM, cache_kwarg, output_cache
 from training.prompts import DocPrompt, build_prompt, clean_summary, resolve_template
 
 
@@ -48,14 +48,15 @@ class Sample:
     token_count: int
 
 
-def _left_padded(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], device: torch.device):
+def _left_padded(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     tokenizer.padding_side = "left"
     enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
     return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
 
 @torch.no_grad()
-def sample_prompts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+def sample_prompts(model: CausalLM, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
                    cfg: SamplingConfig, *, share_prompt: bool = True,
                    generator_seed: int | None = None) -> list[list[tuple[list[int], int]]]:
     """Token ids of `cfg.per_doc` continuations of each prompt (ids up to, not including, EOS)."""
@@ -97,7 +98,7 @@ def _as_list(value: int | list[int] | None) -> list[int]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, docs: Sequence[DocPrompt],
+def generate(model: CausalLM, tokenizer: PreTrainedTokenizerBase, docs: Sequence[DocPrompt],
              cfg: SamplingConfig) -> Iterator[tuple[DocPrompt, list[Sample]]]:
     """Yield each document with its distinct, non-empty samples, one batch at a time."""
     template = resolve_template(tokenizer, cfg.template)
@@ -106,11 +107,13 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, docs: S
         prompts = [build_prompt(tokenizer, d, template, cfg.max_post_tokens) for d in batch]
         seed = None if cfg.seed is None else cfg.seed + start
         outputs = sample_prompts(model, tokenizer, prompts, cfg, generator_seed=seed)
-        for doc, rows in zip(batch, outputs):
+        for doc, rows in zip(batch, outputs, strict=True):
             seen: set[str] = set()
             samples = []
             for token_ids, n_tokens in rows:
-                text = clean_summary(tokenizer.decode(token_ids, skip_special_tokens=True), template)
+                decoded = tokenizer.decode(token_ids, skip_special_tokens=True)
+                assert isinstance(decoded, str)  # one sequence: one string (`decode` is typed for batches too)
+                text = clean_summary(decoded, template)
                 if text and text not in seen:
                     seen.add(text)
                     samples.append(Sample(text, n_tokens))

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from transformers import (
@@ -25,6 +25,13 @@ from transformers import (
 )
 
 from training.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    # What transformers gives `AutoModelForCausalLM.from_pretrained` for type checking: a
+    # PreTrainedModel that can `generate` (transformers 5's PreTrainedModel alone cannot).
+    from transformers.models.auto.modeling_auto import _BaseModelWithGenerate as CausalLM
+else:
+    CausalLM = PreTrainedModel
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,7 @@ def _materialise_gguf(source: ModelSource) -> ModelSource:
     model = AutoModelForCausalLM.from_pretrained(source.location, gguf_file=source.gguf_file)
     # The weights are de-quantised floats now; drop the marker that forbids saving them.
     del model.config.quantization_config
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # torch types Module.__setattr__ for tensors and modules only
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
     try:
         model.save_pretrained(tmp)
@@ -110,7 +117,8 @@ def _wrap_errors(spec: str | Path, exc: Exception) -> ModelLoadError:
 def cache_kwarg(model: torch.nn.Module) -> str:
     """The argument that takes a KV cache: transformers renamed `past_key_values` to `cache` within
     5.x, and a model given the other name ignores it silently (its keyword arguments absorb it)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_base_model = getattr(model, "get_base_model", None)  # a peft wrapper's
+    base = get_base_model() if get_base_model is not None else model
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
@@ -132,7 +140,7 @@ def load_tokenizer(spec: str | Path, *, padding_side: str = "left") -> PreTraine
 
 
 def load_causal_lm(spec: str | Path, *, device: str = "auto", dtype: str | torch.dtype | None = None,
-                   adapter: str | Path | None = None) -> PreTrainedModel:
+                   adapter: str | Path | None = None) -> CausalLM:
     """A causal LM in eval mode on `device`, with a LoRA adapter applied when given."""
     dev = pick_device(device)
     source = _local_source(spec)
@@ -144,8 +152,10 @@ def load_causal_lm(spec: str | Path, *, device: str = "auto", dtype: str | torch
     if adapter is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter))
-    return model.to(dev).eval()
+        # the wrapper forwards every attribute it lacks to the model it wraps: callers use it as one
+        model = cast("CausalLM", PeftModel.from_pretrained(model, str(adapter)))
+    # transformers decorates `to` with functools.wraps(Module.to), which mypy reads as unbound
+    return model.to(dev).eval()  # type: ignore[arg-type]
 
 
 def load_sequence_classifier(spec: str | Path, *, num_labels: int = 1, device: str = "auto",

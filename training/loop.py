@@ -78,9 +78,12 @@ class FitResult:
 def fit(model: torch.nn.Module, epoch_batches: Callable[[int], Sequence[B]],
         step: Callable[[torch.nn.Module, B], StepOutput], cfg: LoopConfig, *,
         checkpoint_dir: Path | None = None, desc: str = "train", progress: bool = True,
-        stop_after: int | None = None, lr_of: Callable[[str], float] | None = None) -> FitResult:
+        stop_after: int | None = None, lr_of: Callable[[str], float] | None = None,
+        on_step: Callable[[int, int, float], bool] | None = None) -> FitResult:
     """Train `model` in place. `stop_after` ends the run after that many optimizer steps (as an
-    interruption would), keeping the checkpoint taken there. `lr_of` gives a parameter (by
+    interruption would), keeping the checkpoint taken there. `on_step(step, total, loss)` hears
+    of every optimizer step (live progress) and ends the run as an interruption when it answers
+    True (a cancelled round). `lr_of` gives a parameter (by
     name) its own peak learning rate; the schedule scales every rate alike."""
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision)
     torch.manual_seed(cfg.seed)
@@ -130,7 +133,8 @@ def fit(model: torch.nn.Module, epoch_batches: Callable[[int], Sequence[B]],
                 history.append({"step": optimizer_steps, "loss": last_loss, **out.stats})
                 if checkpoint_dir is not None and optimizer_steps % cfg.checkpoint_every == 0:
                     _checkpoint(accelerator, checkpoint_dir, optimizer_steps)
-                if stop_after is not None and optimizer_steps >= stop_after:
+                stop = on_step is not None and on_step(optimizer_steps, total_steps, last_loss)
+                if stop or (stop_after is not None and optimizer_steps >= stop_after):
                     bar.close()
                     return FitResult(optimizer_steps, time.perf_counter() - t0, seen, last_loss, history, True)
     bar.close()

@@ -31,7 +31,11 @@ def resolve_template(tokenizer: PreTrainedTokenizerBase, template: str) -> str:
 
 def _truncate(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int) -> str:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens]).rstrip() + " …"
+    if len(ids) <= max_tokens:
+        return text
+    cut = tokenizer.decode(ids[:max_tokens])
+    assert isinstance(cut, str)  # one sequence: one string (`decode` is typed for batches too)
+    return cut.rstrip() + " …"
 
 
 def build_prompt(tokenizer: PreTrainedTokenizerBase, doc: DocPrompt, template: str,
@@ -40,7 +44,9 @@ def build_prompt(tokenizer: PreTrainedTokenizerBase, doc: DocPrompt, template: s
     block = format_post(doc.subreddit, doc.title, _truncate(tokenizer, doc.text, max_post_tokens))
     if resolve_template(tokenizer, template) == "chat":
         messages = [{"role": "user", "content": f"{INSTRUCTION}\n\n{block}"}]
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        assert isinstance(prompt, str)  # untokenized: the text (the return type covers token ids too)
+        return prompt
     return f"{block}\nTL;DR:"
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import ModelKind, ModelStatus, ModelVersion
+from db.models import ModelKind, ModelStatus, ModelVersion, RegistryEvent
 from training.defaults import DEFAULTS
 from training.errors import UsageError
 
@@ -82,9 +82,10 @@ def register_version(db: Session, kind: ModelKind, name: str, base_model: str, a
     return version
 
 
-def activate_policy(db: Session, version: ModelVersion) -> None:
-    """Make `version` the policy new samples come from; the previous active one is retired."""
-    for other in db.scalars(select(ModelVersion).where(ModelVersion.kind == ModelKind.POLICY,
+def activate(db: Session, version: ModelVersion) -> None:
+    """Make `version` the active one of its kind (the policy new samples come from, the judge
+    rounds use); the previous active one is retired."""
+    for other in db.scalars(select(ModelVersion).where(ModelVersion.kind == version.kind,
                                                        ModelVersion.status == ModelStatus.ACTIVE)):
         other.status = ModelStatus.RETIRED
     version.status = ModelStatus.ACTIVE
@@ -96,3 +97,51 @@ def list_versions(db: Session) -> list[dict[str, Any]]:
     return [{"id": v.id, "kind": v.kind.value, "name": v.name, "status": v.status.value, "round": v.round,
              "base_model": v.base_model, "artifact_path": v.artifact_path}
             for v in db.scalars(select(ModelVersion).order_by(ModelVersion.id))]
+
+
+def active_judge(db: Session, kind: ModelKind) -> ModelVersion | None:
+    """The reward (or ranking) model the loop uses now: the newest active version of the kind."""
+    return db.scalar(select(ModelVersion).where(ModelVersion.kind == kind, ModelVersion.status == ModelStatus.ACTIVE)
+                     .order_by(ModelVersion.id.desc()))
+
+
+def promote(db: Session, version: ModelVersion, actor: str, reason: str | None = None) -> RegistryEvent:
+    """Make a policy version the active one, recorded with who did it and why."""
+    if version.kind != ModelKind.POLICY:
+        raise UsageError(f"{version.name!r} is a {version.kind.value} version; only policies are promoted")
+    previous = active_policy(db)
+    activate(db, version)
+    event = RegistryEvent(action="promote", model_version_id=version.id,
+                          previous_id=previous.id if previous else None, actor=actor, reason=reason)
+    db.add(event)
+    db.flush()
+    return event
+
+
+def rollback(db: Session, actor: str, reason: str | None = None) -> RegistryEvent:
+    """Go back to the policy that was active before the current one (as the last promotion
+    recorded it, or else the current one's parent), recorded with who did it."""
+    current = active_policy(db)
+    if current is None:
+        raise UsageError("no active policy to roll back")
+    last = db.scalar(select(RegistryEvent).where(RegistryEvent.model_version_id == current.id,
+                                                 RegistryEvent.action == "promote")
+                     .order_by(RegistryEvent.id.desc()))
+    target_id = last.previous_id if last is not None and last.previous_id else current.parent_id
+    target = db.get(ModelVersion, target_id) if target_id else None
+    if target is None:
+        raise UsageError(f"{current.name!r} has no earlier policy to roll back to")
+    activate(db, target)
+    event = RegistryEvent(action="rollback", model_version_id=target.id, previous_id=current.id, actor=actor,
+                          reason=reason)
+    db.add(event)
+    db.flush()
+    return event
+
+
+def registry_events(db: Session, limit: int = 50) -> list[dict[str, Any]]:
+    names = dict(db.execute(select(ModelVersion.id, ModelVersion.name)).all())
+    return [{"action": e.action, "model_version": names.get(e.model_version_id),
+             "previous": names.get(e.previous_id) if e.previous_id else None, "actor": e.actor, "reason": e.reason,
+             "at": e.created_at.isoformat(timespec="seconds")}
+            for e in db.scalars(select(RegistryEvent).order_by(RegistryEvent.id.desc()).limit(limit))]

@@ -6,7 +6,7 @@ training runs for minutes and must not hold the database meanwhile.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,11 +19,11 @@ from db.engine import Transactions
 from db.models import ModelKind, ModelVersion
 from training.defaults import ENCODER
 from training.errors import UsageError
+from training.judges.candidate_ranking import ranking_scores
 from training.judges.config import JudgeConfig
 from training.judges.pairs import PreferencePair, read_pairs, split_by_document, split_newest_round
 from training.judges.store import documents_to_score, mean_score_by_source, pairs_from_database, score_document
 from training.judges.trainer import KINDS, JudgeResult, evaluate_judge, load_judge, train_judge
-from training.loop import is_main_process
 from training.registry import JUDGE_KINDS, check_name_free, find_version, register_version, resolve_version
 
 SPLITS = ("auto", "document", "newest")
@@ -35,13 +35,16 @@ class JudgeTrainSpec:
 
     kind: str
     data: Path | None = None  # a prompt/chosen/rejected file; None: the app's judgements
+    test_data: Path | None = None  # held-out pairs of its own (a round's newest batch): no split then
     rounds: Sequence[int] | None = None  # with the database: only these rounds
     test_split: str = "auto"  # auto | document | newest
     margin: str = "none"  # the export's margin, used inside the loss when not "none"
     weighted: bool = False
+    include_simulated: bool = False  # with the database: simulated raters' judgements too
     init: str | None = None  # warm start: a version (name or id) or a folder
     name: str | None = None  # default: KIND-DATE
     settings: dict[str, Any] = field(default_factory=dict)  # JudgeConfig fields (epochs, backbone, ...)
+    round: int | None = None  # the round the version belongs to (default: the newest round in its data)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -100,7 +103,7 @@ def training_pairs(tx: Transactions, spec: JudgeTrainSpec) -> tuple[list[Prefere
     if spec.data is not None:
         return read_pairs(spec.data), {"source": str(spec.data)}
     with tx() as db:
-        pairs, snapshot = pairs_from_database(db, spec.rounds, spec.export())
+        pairs, snapshot = pairs_from_database(db, spec.rounds, spec.export(), include_simulated=spec.include_simulated)
     if not pairs:
         raise UsageError("no preference pairs in the database yet (judge some tasks, or pass --data FILE)")
     return pairs, snapshot
@@ -120,28 +123,32 @@ def split_pairs(pairs: Sequence[PreferencePair], split: str, cfg: JudgeConfig
     return split, train, test
 
 
-def train_and_register(tx: Transactions, spec: JudgeTrainSpec, models_dir: Path, *,
-                       progress: bool = True) -> TrainedJudge | None:
+def train_and_register(tx: Transactions, spec: JudgeTrainSpec, models_dir: Path, *, progress: bool = True,
+                       on_step: Callable[[int, int, float], bool] | None = None) -> TrainedJudge | None:
     """Train the judge `spec` asks for, measure it on held-out documents, save it under
     `<models>/judges/NAME` and register it with its data snapshot and parent. None in the extra
     processes of `accelerate launch`: the main process alone registers what they trained."""
     cfg = spec.config(models_dir)
     pairs, snapshot = training_pairs(tx, spec)
-    split, train, test = split_pairs(pairs, spec.test_split, cfg)
+    if spec.test_data is not None:
+        split, train, test = "given", pairs, read_pairs(spec.test_data)
+    else:
+        split, train, test = split_pairs(pairs, spec.test_split, cfg)
     init, parent = judge_source(tx, spec.init) if spec.init else (None, None)
     name = spec.name or f"{spec.kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     with tx() as db:
         check_name_free(db, name)
     out = models_dir / "judges" / name
     result: JudgeResult = train_judge(spec.kind, train, test, cfg, out=out, init=init, progress=progress,
-                                      extra={**snapshot, "split": split, "test_pairs": len(test)})
-    if not is_main_process():
+                                      extra={**snapshot, "split": split, "test_pairs": len(test)}, on_step=on_step)
+    if result.path is None:  # an extra process of `accelerate launch`, or stopped by `on_step`
         return None
     metrics = {k: v for k, v in result.metrics.items() if k != "data_snapshot"}
     with tx() as db:
         version = register_version(db, ModelKind(spec.kind), name, cfg.backbone, str(out),
                                    parent=db.merge(parent) if parent else None,
-                                   round_=max((p.round for p in pairs if p.round is not None), default=None),
+                                   round_=spec.round if spec.round is not None else
+                                   max((p.round for p in pairs if p.round is not None), default=None),
                                    config=cfg.as_dict(), metrics=metrics, snapshot=result.metrics["data_snapshot"])
         version_id = version.id
     return TrainedJudge(version_id, name, out, split, len(train), len(test), metrics)
@@ -179,3 +186,18 @@ def score_documents(tx: Transactions, model: str, document_ids: Sequence[int] | 
         means = mean_score_by_source(db, version)
     return {"model": version.name, "documents": len(work), "candidates_scored": stored,
             "mean_score_by_source": means}
+
+
+def judge_scorer(tx: Transactions, model: str) -> Callable[[str, list[str]], list[float]]:
+    """A trained judge as a simulated rater's scorer (AI feedback): the summaries of a post in
+    the order it ranks them, best first (a score of minus the rank)."""
+    with tx() as db:
+        version = resolve_version(db, model, JUDGE_KINDS)
+        kind, path = version.kind.value, version.artifact_path or version.base_model
+    judge = load_judge(kind, path)
+
+    def score(post: str, texts: list[str]) -> list[float]:
+        ranking = judge.rank(post, texts)
+        return [-float(rank) for _, rank in ranking_scores(ranking.best, [p.better for p in ranking.pairs],
+                                                            ranking.scores, texts)]
+    return score

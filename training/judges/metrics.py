@@ -38,7 +38,8 @@ def pair_metrics(pairs: Sequence[PreferencePair], p_chosen: Sequence[float], *, 
         inside = (confidence >= lo) & ((confidence < hi) | (hi == 1.0))
         if inside.any():
             calibration.append({"confidence": [round(float(lo), 2), round(float(hi), 2)], "pairs": int(inside.sum()),
-                                "mean_confidence": float(confidence[inside].mean()), "accuracy": _accuracy(correct[inside])})
+                                "mean_confidence": float(confidence[inside].mean()),
+                                "accuracy": _accuracy(correct[inside])})
     return {
         "pairs": len(pairs),
         "accuracy": _accuracy(correct),

@@ -12,11 +12,17 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from annotate.export import InvalidInput, bare_summary, canonical_prompt, read_records
 
 REQUIRED = ("prompt", "chosen", "rejected")
+
+
+class _Where(TypedDict):
+    """Where a record came from, as `InvalidInput` takes it."""
+    file: str | None
+    line: int | None
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,7 @@ class PreferencePair:
         return self.document or hashlib.sha1(self.prompt.encode()).hexdigest()
 
 
-def _number(data: dict[str, Any], name: str, default: float, where: dict[str, Any]) -> float:
+def _number(data: dict[str, Any], name: str, default: float, where: _Where) -> float:
     value = data.get(name)
     if value is None or value == "":
         return default
@@ -45,7 +51,7 @@ def _number(data: dict[str, Any], name: str, default: float, where: dict[str, An
 
 
 def pair_from_record(data: dict[str, Any], *, file: str | None = None, line: int | None = None) -> PreferencePair:
-    where = {"file": file, "line": line}
+    where: _Where = {"file": file, "line": line}
     texts = {}
     for name in REQUIRED:
         value = data.get(name)
@@ -61,8 +67,9 @@ def pair_from_record(data: dict[str, Any], *, file: str | None = None, line: int
         raise InvalidInput(f"weights cannot be negative, got {weight}", field="weight", **where)
     rnd = data.get("round")
     doc = data.get("document_id")
-    return PreferencePair(texts["prompt"], texts["chosen"], texts["rejected"], margin=_number(data, "margin", 0.0, where),
-                          weight=weight, round=None if rnd is None or rnd == "" else int(_number(data, "round", 0, where)),
+    return PreferencePair(texts["prompt"], texts["chosen"], texts["rejected"],
+                          margin=_number(data, "margin", 0.0, where), weight=weight,
+                          round=None if rnd is None or rnd == "" else int(_number(data, "round", 0, where)),
                           document="" if doc is None or doc == "" else str(doc))
 
 

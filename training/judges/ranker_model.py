@@ -18,9 +18,9 @@ import torch.nn.functional as F
 
 from training.judges.candidate_ranking import Ranking, tournament
 from training.judges.config import JudgeConfig
+from training.judges.pairs import PreferencePair, document_batches
 from training.judges.scalar_model import ScalarJudge, chunks_by_document
 from training.loop import StepOutput
-from training.judges.pairs import PreferencePair, document_batches
 
 
 @dataclass(frozen=True)

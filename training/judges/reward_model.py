@@ -9,19 +9,18 @@ the post of those summaries passes through the backbone once (`judge_inputs`).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import math
 
 import torch
 import torch.nn.functional as F
 
 from training.judges.candidate_ranking import Ranking, rank_by_scores
 from training.judges.config import JudgeConfig
+from training.judges.pairs import PreferencePair, document_batches
 from training.judges.scalar_model import ScalarJudge, chunks_by_document
 from training.loop import StepOutput
-from training.judges.pairs import PreferencePair, document_batches
 
 
 def preference_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | None = None,

@@ -6,7 +6,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, cast
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,8 @@ def freeze_lower(model: PreTrainedModel, layers: int) -> None:
             param.requires_grad_(False)
 
 
-def load_judge_model(spec: str | Path, cfg: JudgeConfig, device: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_judge_model(spec: str | Path, cfg: JudgeConfig,
+                     device: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A backbone with a scalar head, set up for training or scoring by `cfg`."""
     tokenizer = load_tokenizer(spec, padding_side="right")
     # fully trained judges keep fp32 weights (bf16 weights would swallow small updates; GPUs
@@ -59,6 +60,8 @@ def start_as_similarity(model: PreTrainedModel) -> None:
     comparisons that alone picks the preferred summary 58% of the time, where a random head
     starts at chance and, on a few thousand pairs, learns little beyond length."""
     head = scalar_head(model)
+    if not isinstance(head, torch.nn.Linear):  # a fresh head, before any peft wrapper
+        raise TypeError(f"the scalar head is a {type(head).__name__}, not a linear layer")
     with torch.no_grad():
         head.weight.fill_(SIMILARITY_SCALE)
         if head.bias is not None:
@@ -70,13 +73,16 @@ def add_lora(model: PreTrainedModel, cfg: JudgeConfig) -> PreTrainedModel:
     scalar head fully trainable."""
     from peft import LoraConfig, get_peft_model
 
-    return get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                                            lora_dropout=0.05, target_modules="all-linear"))
+    lora = LoraConfig(task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.05,
+                      target_modules="all-linear")
+    # the wrapper forwards every attribute it lacks to the model it wraps: callers use it as one
+    return cast(PreTrainedModel, get_peft_model(model, lora))
 
 
 def unwrap_for_saving(model: PreTrainedModel) -> PreTrainedModel:
     """A LoRA-wrapped judge is merged into its backbone, so the artifact loads as a plain model."""
-    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    merge_and_unload = getattr(model, "merge_and_unload", None)  # a peft wrapper's
+    return merge_and_unload() if merge_and_unload is not None else model
 
 
 def head_names(model: torch.nn.Module) -> set[str]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from annotate.export import ExportConfig, format_post, preference_pairs
+from annotate.export import ExportConfig, Filters, format_post, preference_pairs
 from db.models import (
     Candidate,
     CandidateScore,
@@ -24,11 +24,11 @@ if TYPE_CHECKING:
     from training.judges.scalar_model import ScalarJudge
 
 
-def pairs_from_database(db: Session, rounds: Sequence[int] | None = None,
-                        export: ExportConfig = ExportConfig()) -> tuple[list[PreferencePair], dict[str, Any]]:
+def pairs_from_database(db: Session, rounds: Sequence[int] | None = None, export: ExportConfig = ExportConfig(),
+                        *, include_simulated: bool = False) -> tuple[list[PreferencePair], dict[str, Any]]:
     """The exported preference pairs of the chosen rounds (all when None), and a snapshot of
     the judgements they came from: id range, count, rounds and what the export left out."""
-    frame, left_out = preference_pairs(db, export)
+    frame, left_out = preference_pairs(db, export, Filters(include_simulated=include_simulated))
     if rounds:
         frame = frame[frame["round"].isin(list(rounds))]
     judged = select(func.min(Judgement.id), func.max(Judgement.id), func.count(Judgement.id)).join(

@@ -8,7 +8,7 @@ temporary folder and renamed into place when complete; training checkpoints live
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,8 @@ def evaluate_judge(judge: ScalarJudge, pairs: Sequence[PreferencePair]) -> dict[
 
 def train_judge(kind: str, train: Sequence[PreferencePair], test: Sequence[PreferencePair], cfg: JudgeConfig, *,
                 out: Path | None, init: str | Path | None = None, progress: bool = True,
-                stop_after: int | None = None, extra: dict[str, Any] | None = None) -> JudgeResult:
+                stop_after: int | None = None, extra: dict[str, Any] | None = None,
+                on_step: Callable[[int, int, float], bool] | None = None) -> JudgeResult:
     """Train a judge on `train`, measure it on `test`, and save it to `out` (when given).
 
     `init` warm-starts from a saved judge instead of the backbone: the previous version, or the
@@ -87,7 +88,7 @@ def train_judge(kind: str, train: Sequence[PreferencePair], test: Sequence[Prefe
 
     result = run.fit(judge.model, lambda epoch: judge.training_batches(train, cfg.batch_texts, cfg.seed + epoch),
                      lambda model, b: judge.batch_loss(b, cfg, model), cfg, desc=f"train {kind}", progress=progress,
-                     stop_after=stop_after, lr_of=lr_of)
+                     stop_after=stop_after, lr_of=lr_of, on_step=on_step)
     metrics: dict[str, Any] = {"train_pairs": len(train), "train_seconds": result.seconds,
                                "optimizer_steps": result.steps, "final_loss": result.last_loss,
                                "loss_history": result.history}

@@ -17,7 +17,8 @@ class SlicConfig(LoopConfig):
     length_normalize: bool = field(default=False, metadata={"help": "mean instead of summed token log-probs"})
     pairs_per_document: int = field(default=0, metadata={
         "help": "train on at most this many of a document's ranked pairs, the judge's most confident first (0: all)"})
-    y_ref: str = field(default="reference", metadata={"help": "reference (human summary when there is one) | best_decode"})
+    y_ref: str = field(default="reference", metadata={
+        "help": "reference (human summary when there is one) | best_decode"})
     learning_rate: float = field(default=1e-4, metadata={
         "help": "the paper's 1e-5 is for full fine-tuning; LoRA adapters need a larger step"})
     batch_size: int = field(default=4, metadata={"help": "examples (each y+, y-, y_ref) per forward pass"})
@@ -31,8 +32,11 @@ class SlicConfig(LoopConfig):
     shared_prefix: bool = field(default=True, metadata={
         "help": "encode each prompt once and let y+, y-, y_ref attend to its cache"})
     logprob_chunk: int = field(default=256, metadata={"help": "target tokens per chunk of the vocabulary projection"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations (implies no shared prefix)"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute activations (implies no shared prefix)"})
     cpu_bf16: bool = field(default=False, metadata={"help": "bf16 autocast on the CPU"})
+    sft: bool = field(default=False, metadata={
+        "help": "supervised fine-tuning: the λ·log P(y_ref|x) term alone, on references (round 0)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()

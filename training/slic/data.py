@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from annotate.export import InvalidInput, format_post, split_prompt
+from training.judges.candidate_ranking import Ranking
 from training.judges.pairs import PreferencePair
 from training.prompts import DocPrompt, build_prompt
-from training.judges.candidate_ranking import Ranking
 from training.slic.collator import SlicExample
 
 
@@ -80,7 +80,8 @@ def read_round(path: Path) -> list[RankedDocument]:
     return out
 
 
-def sample_rank(docs: Sequence[RoundDocument], sample: Callable[[list[DocPrompt]], Iterator[tuple[DocPrompt, list[str]]]],
+def sample_rank(docs: Sequence[RoundDocument],
+                sample: Callable[[list[DocPrompt]], Iterator[tuple[DocPrompt, list[str]]]],
                 rank: Callable[[str, list[str]], Ranking], judge: str, out: Path,
                 on_document: Callable[[RankedDocument], None] | None = None) -> list[RankedDocument]:
     """Sample and rank every document not yet in `out`, appending each as it is done; a resumed
@@ -122,8 +123,8 @@ def direct_documents(pairs: Sequence[PreferencePair]) -> list[RankedDocument]:
     out = []
     for key, (first, cands, edges) in grouped.items():
         wins = [sum(1 for b, _, _ in edges if b == i) for i in range(len(cands))]
-        out.append(RankedDocument(document_from_prompt(key, first.prompt), cands, max(range(len(cands)), key=wins.__getitem__),
-                                  edges, "human", origin="direct"))
+        out.append(RankedDocument(document_from_prompt(key, first.prompt), cands,
+                                  max(range(len(cands)), key=wins.__getitem__), edges, "human", origin="direct"))
     return out
 
 
@@ -137,11 +138,23 @@ def slic_examples(records: Sequence[RankedDocument], tokenizer: Any, template: s
                   max_prompt_tokens: int, pairs_per_document: int = 0) -> list[SlicExample]:
     """One example per ranked pair (the judge's most confident `pairs_per_document` when set):
     y_ref is the human reference when asked and present, else the best-ranked candidate."""
-    out = []
+    out: list[SlicExample] = []
     for r in records:
         doc = r.document
         prompt = build_prompt(tokenizer, doc.prompt(), template, max_prompt_tokens)
         ref = doc.reference if y_ref == "reference" and doc.reference else r.candidates[r.best]
         pairs = sorted(r.pairs, key=lambda p: -p[2])[:pairs_per_document] if pairs_per_document else r.pairs
         out.extend(SlicExample(prompt, r.candidates[b], r.candidates[w], ref) for b, w, _ in pairs)
+    return out
+
+
+def sft_examples(docs: Sequence[RoundDocument], tokenizer: Any, template: str, max_prompt_tokens: int,
+                 preferred: dict[str, list[str]]) -> list[SlicExample]:
+    """One example per human reference and per preferred summary (`preferred` by document key);
+    only the reference side is trained on (`SlicConfig.sft`)."""
+    out: list[SlicExample] = []
+    for doc in docs:
+        targets = list(dict.fromkeys([*([doc.reference] if doc.reference else []), *preferred.get(doc.key, [])]))
+        prompt = build_prompt(tokenizer, doc.prompt(), template, max_prompt_tokens)
+        out.extend(SlicExample(prompt, "", "", t) for t in targets)
     return out

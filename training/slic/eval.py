@@ -11,7 +11,7 @@ the judge says; the judge's own verdicts are reported beside them.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -80,4 +80,39 @@ def compare_policies(judges: dict[str, ScalarJudge], posts: Sequence[str], new: 
             result["new_vs_reference"] = win_rates(judge, p, [new[i] for i in with_ref], refs)
             result["previous_vs_reference"] = win_rates(judge, p, [previous[i] for i in with_ref], refs)
         out[name] = result
+    return out
+
+
+LEAD_WORDS = 30  # the copy-the-lead baseline: a post's first 30 words
+
+
+def rouge_l(candidate: str, reference: str) -> float:
+    """ROUGE-L F1 on lower-cased words: the longest common subsequence against the human
+    reference, a yardstick that needs no judge."""
+    a, b = candidate.lower().split(), reference.lower().split()
+    if not a or not b:
+        return 0.0
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        row = [0]
+        for j, y in enumerate(b):
+            row.append(prev[j] + 1 if x == y else max(prev[j + 1], row[j]))
+        prev = row
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(a), lcs / len(b)
+    return 2 * precision * recall / (precision + recall)
+
+
+def rouge_against_references(texts: Mapping[str, Sequence[str]], posts: Sequence[str],
+                             references: Sequence[str | None]) -> dict[str, float | None]:
+    """Mean ROUGE-L of each policy's samples against the references, beside copying the lead."""
+    with_ref = [i for i, r in enumerate(references) if r]
+    if not with_ref:
+        return {**{label: None for label in texts}, "lead": None}
+    out: dict[str, float | None] = {
+        label: sum(rouge_l(t[i], references[i] or "") for i in with_ref) / len(with_ref) for label, t in texts.items()}
+    out["lead"] = sum(rouge_l(" ".join(posts[i].split()[:LEAD_WORDS]), references[i] or "")
+                      for i in with_ref) / len(with_ref)
     return out

@@ -7,6 +7,7 @@ holding `round.jsonl`, `adapter/` and `eval.json`; every step resumes from what 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,9 +18,9 @@ from db.models import ModelKind, ModelVersion
 from training.errors import UsageError
 from training.judges.store import pairs_from_database
 from training.loading import load_tokenizer
-from training.loop import is_main_process
 from training.prompts import resolve_template
-from training.registry import JUDGE_KINDS, activate_policy, register_version, resolve_version
+from training.registry import JUDGE_KINDS, register_version, resolve_version
+from training.registry import activate as activate_version  # the functions' `activate` flag shadows the name
 from training.slic.config import RoundSampling, SlicConfig
 from training.slic.data import RankedDocument, direct_documents
 from training.slic.round import (
@@ -29,6 +30,7 @@ from training.slic.round import (
     load_round,
     run_evaluation,
     run_sample_rank,
+    run_sft,
     run_train,
 )
 from training.slic.store import round_documents, store_ranked
@@ -80,7 +82,7 @@ class SampleRankResult:
 def sample_rank(tx: Transactions, home: Path, *, judge: str | None, mode: str = "sample-rank",
                 policy: str | None = None, docs: int | None = None, split: str | None = None,
                 sampling: RoundSampling = RoundSampling(), folder: Path | None = None,
-                progress: bool = True) -> SampleRankResult:
+                document_ids: Sequence[int] | None = None, progress: bool = True) -> SampleRankResult:
     """Sample m candidates per document from the policy and rank them by the judge (each
     document's candidates and ranks stored as it finishes, so they can go to annotators), or in
     `direct` mode take the human pairs as they are."""
@@ -105,7 +107,7 @@ def sample_rank(tx: Transactions, home: Path, *, judge: str | None, mode: str = 
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     with tx() as db:
-        documents = round_documents(db, limit=docs, split=split)
+        documents = round_documents(db, limit=docs, split=split, document_ids=document_ids)
     decoding = cfg.decoding(resolve_template(load_tokenizer(pol.base_model), cfg.template))
 
     def store(record: RankedDocument) -> None:
@@ -119,7 +121,8 @@ def sample_rank(tx: Transactions, home: Path, *, judge: str | None, mode: str = 
 
 def train(tx: Transactions, home: Path, *, policy: str | None = None, folder: Path | None = None,
           name: str | None = None, overrides: dict[str, Any] | None = None, activate: bool = False,
-          progress: bool = True) -> dict[str, Any] | None:
+          round_: int | None = None, progress: bool = True,
+          on_step: Callable[[int, int, float], bool] | None = None) -> dict[str, Any] | None:
     """Train a LoRA adapter with the SLiC-HF loss on the round's pairs and register it as a new
     policy version (parent, round, data snapshot, settings, training metrics); the summary that
     `calibra slic train --json` prints. None in the extra processes of `accelerate launch`."""
@@ -129,10 +132,10 @@ def train(tx: Transactions, home: Path, *, policy: str | None = None, folder: Pa
     records = load_round(files)
     if not records:
         raise UsageError(f"{files.data} holds no ranked documents; run `calibra slic sample-rank` first")
-    result = run_train(policy_of(pol), records, cfg, files, progress=progress)
-    if not is_main_process():  # the main process registers what all of them trained
+    result = run_train(policy_of(pol), records, cfg, files, progress=progress, on_step=on_step)
+    if result.path is None:  # an extra process of `accelerate launch`, or stopped by `on_step`
         return None
-    round_ = round_number(pol)
+    round_ = round_number(pol) if round_ is None else round_
     name = name or f"policy-r{round_}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     metrics = {k: v for k, v in result.metrics.items() if k != "history"}
     with tx() as db:
@@ -142,7 +145,7 @@ def train(tx: Transactions, home: Path, *, policy: str | None = None, folder: Pa
                                    snapshot={"round_file": str(files.data), "documents": len(records),
                                              "hash": metrics["data_hash"]})
         if activate:
-            activate_policy(db, version)
+            activate_version(db, version)
         return {"model_version": version.name, "id": version.id, "parent": pol.name, "adapter": str(files.adapter),
                 "pairs": metrics["pairs"], "final_loss": metrics["final_loss"],
                 "pair_accuracy_last_quarter": metrics["pair_accuracy_last_quarter"],
@@ -158,10 +161,10 @@ def previous_policy(tx: Transactions, new: ModelVersion, previous: str | None) -
     return _detached(tx, str(new.parent_id))
 
 
-def evaluate(tx: Transactions, home: Path, *, model: str, judge: str, reward: str | None = None,
+def evaluate(tx: Transactions, home: Path, *, model: str, judge: str | None, reward: str | None = None,
              previous: str | None = None, docs: int | None = 100, split: str | None = None, offset: int = 0,
              sampling: RoundSampling = RoundSampling(), folder: Path | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             document_ids: Sequence[int] | None = None, progress: bool = True) -> dict[str, Any]:
     """Win rates of the new policy over the previous one and of both over the human reference,
     per judge, with lengths, layout restatements and the reference's log-prob under both; the
     headline figures are merged into the new version's metrics."""
@@ -173,7 +176,7 @@ def evaluate(tx: Transactions, home: Path, *, model: str, judge: str, reward: st
             judges[version.kind.value] = (version.kind.value, version.artifact_path or version.base_model)
     prev = previous_policy(tx, new, previous)
     with tx() as db:
-        documents = round_documents(db, limit=docs, split=split, offset=offset)
+        documents = round_documents(db, limit=docs, split=split, offset=offset, document_ids=document_ids)
     files = round_files(home, folder, prev)
     files.folder.mkdir(parents=True, exist_ok=True)
     result = run_evaluation(policy_of(new), policy_of(prev), documents, judges, files, sampling=sampling.evaluation(),
@@ -202,5 +205,46 @@ def run_round(tx: Transactions, home: Path, *, judge: str, reward: str | None = 
                        split=split, offset=docs or 0, sampling=sampling, folder=ranked.folder, progress=progress)
     if activate:
         with tx() as db:
-            activate_policy(db, resolve_version(db, trained["model_version"]))
+            activate_version(db, resolve_version(db, trained["model_version"]))
     return {**trained, "active": activate, "evaluation": summary}
+
+
+def sft(tx: Transactions, home: Path, *, docs: int | None = None, preferred: bool = False,
+        include_simulated: bool = False, exclude: Collection[int] = (), policy: str | None = None,
+        name: str = "policy-sft",
+        overrides: dict[str, Any] | None = None, folder: Path | None = None, activate: bool = False,
+        progress: bool = True, on_step: Callable[[int, int, float], bool] | None = None) -> dict[str, Any] | None:
+    """A supervised start (round 0): LoRA fine-tuning of the policy on the human reference
+    summaries of `docs` documents (all that have one by default, less those in `exclude`: held out
+    for the evaluation) and, with `preferred`, on the human-preferred summary of each pair — the
+    SLiC-HF trainer with the λ·log P(y_ref) term alone. Registered as a policy version of round 0;
+    None if stopped by `on_step`."""
+    base = _detached(tx, policy)
+    with tx() as db:
+        held_out = {str(i) for i in exclude}
+        documents = [d for d in round_documents(db, limit=None) if d.reference and d.key not in held_out][:docs]
+        chosen: dict[str, list[str]] = {}
+        if preferred:
+            pairs, _ = pairs_from_database(db, include_simulated=include_simulated)
+            for p in pairs:
+                if p.key not in held_out:
+                    chosen.setdefault(p.key, []).append(p.chosen)
+    if not documents:
+        raise UsageError("no documents with a human reference summary to fine-tune on; import some, e.g. "
+                         "`calibra import documents ../shared/data/tldr/posts_test400.jsonl`")
+    cfg = slic_config({**(overrides or {}), "sft": True})
+    files = RoundFiles(folder or home / "rounds" / "sft")
+    result = run_sft(policy_of(base), documents, cfg, files, preferred=chosen, progress=progress, on_step=on_step)
+    if result.path is None:
+        return None
+    metrics = {k: v for k, v in result.metrics.items() if k != "history"}
+    with tx() as db:
+        version = register_version(db, ModelKind.POLICY, name, base.base_model, str(files.adapter),
+                                   parent=db.merge(base), round_=0, config=cfg.as_dict(), metrics={"training": metrics},
+                                   snapshot={"documents": len(documents), "preferred": sum(map(len, chosen.values())),
+                                             "hash": metrics["data_hash"]})
+        if activate:
+            activate_version(db, version)
+        return {"model_version": version.name, "id": version.id, "parent": base.name, "adapter": str(files.adapter),
+                "examples": metrics["pairs"], "final_loss": metrics["final_loss"],
+                "train_seconds": round(metrics["train_seconds"], 1), "active": activate}

@@ -15,7 +15,6 @@ cheap, and both keep the numbers identical to the plain computation (tests check
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
@@ -38,6 +37,8 @@ def _chunk_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.T
 def target_logprobs(hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor, chunk: int) -> torch.Tensor:
     """log softmax(head(hidden))[target] per row, `chunk` rows at a time."""
     weight = head.weight
+    if not isinstance(weight, torch.Tensor):
+        raise ValueError("output heads without a weight matrix are not supported")
     if getattr(head, "bias", None) is not None:
         raise ValueError("output heads with a bias are not supported")
     parts = []
@@ -52,7 +53,8 @@ def target_logprobs(hidden: torch.Tensor, head: torch.nn.Module, targets: torch.
 
 def _parts(model: PreTrainedModel) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The decoder stack (hidden states) and the vocabulary head, LoRA layers included."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_base_model = getattr(model, "get_base_model", None)  # a peft wrapper's
+    base = get_base_model() if get_base_model is not None else model
     return base.get_decoder(), base.get_output_embeddings()
 
 
@@ -68,7 +70,7 @@ def continuation_logprobs(model: PreTrainedModel, prompt_ids: torch.Tensor, prom
     """log P(target | prompt) for every target row; row r continues prompt r // k, where
     k = targets rows / prompt rows. Prompts are left-padded, targets right-padded."""
     decoder, head = _parts(model)
-    b, k = prompt_ids.shape[0], targets.shape[0] // prompt_ids.shape[0]
+    k = targets.shape[0] // prompt_ids.shape[0]
     prompt_pos = (prompt_mask.cumsum(1) - 1).clamp_min(0)
     out = decoder(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_pos, use_cache=True)
     cache = output_cache(out)

@@ -22,8 +22,8 @@ from training.judges.trainer import load_judge
 from training.loading import load_causal_lm, load_tokenizer
 from training.prompts import DocPrompt, build_prompt, resolve_template
 from training.slic.config import RoundSampling, SlicConfig
-from training.slic.data import RankedDocument, RoundDocument, read_round, sample_rank, slic_examples
-from training.slic.eval import compare_policies, length_stats, mean_logprob
+from training.slic.data import RankedDocument, RoundDocument, read_round, sample_rank, sft_examples, slic_examples
+from training.slic.eval import compare_policies, length_stats, mean_logprob, rouge_against_references
 from training.slic.trainer import SlicResult, policy_collator, train_slic
 
 SLIC_SAMPLING = RoundSampling().sampling()  # the paper's m, temperature and top-k
@@ -52,7 +52,8 @@ class RoundFiles:
         return self.folder / "eval.json"
 
 
-def _sampler(policy: Policy, sampling: SamplingConfig, device: str, progress: bool):  # type: ignore[no-untyped-def]
+def _sampler(policy: Policy, sampling: SamplingConfig, device: str,
+             progress: bool) -> Callable[[list[DocPrompt]], Iterator[tuple[DocPrompt, list[str]]]]:
     tokenizer = load_tokenizer(policy.base)
     model = load_causal_lm(policy.base, device=device, adapter=policy.adapter)
 
@@ -77,13 +78,26 @@ def run_sample_rank(policy: Policy, docs: Sequence[RoundDocument], judge_kind: s
 
 
 def run_train(policy: Policy, records: Sequence[RankedDocument], cfg: SlicConfig, files: RoundFiles, *,
-              device: str = "auto", progress: bool = True, stop_after: int | None = None) -> SlicResult:
+              device: str = "auto", progress: bool = True, stop_after: int | None = None,
+              on_step: Callable[[int, int, float], bool] | None = None) -> SlicResult:
     tokenizer = load_tokenizer(policy.base)
     template = resolve_template(tokenizer, cfg.template)
     examples = slic_examples(records, tokenizer, template, cfg.y_ref, cfg.max_prompt_tokens, cfg.pairs_per_document)
     return train_slic(policy.base, examples, cfg, out=files.adapter, adapter=policy.adapter, device=device,
-                      progress=progress, stop_after=stop_after,
+                      progress=progress, stop_after=stop_after, on_step=on_step,
                       extra={"documents": len(records), "pairs": len(examples)})
+
+
+def run_sft(policy: Policy, docs: Sequence[RoundDocument], cfg: SlicConfig, files: RoundFiles, *,
+            preferred: dict[str, list[str]] | None = None, device: str = "auto", progress: bool = True,
+            on_step: Callable[[int, int, float], bool] | None = None) -> SlicResult:
+    """Supervised fine-tuning (`cfg.sft`) on each document's human reference and, when given,
+    its human-preferred summaries ("continue fine-tuning on the preferred", SLiC-HF's baseline)."""
+    tokenizer = load_tokenizer(policy.base)
+    template = resolve_template(tokenizer, cfg.template)
+    examples = sft_examples(docs, tokenizer, template, cfg.max_prompt_tokens, preferred or {})
+    return train_slic(policy.base, examples, cfg, out=files.adapter, adapter=policy.adapter, device=device,
+                      progress=progress, on_step=on_step, extra={"documents": len(docs), "pairs": len(examples)})
 
 
 def run_evaluation(new: Policy, previous: Policy, docs: Sequence[RoundDocument], judges: dict[str, tuple[str, str]],
@@ -102,7 +116,8 @@ def run_evaluation(new: Policy, previous: Policy, docs: Sequence[RoundDocument],
     for label, policy in (("new", new), ("previous", previous)):
         model = load_causal_lm(policy.base, device=device, adapter=policy.adapter)
         # one sample per document, as many sequences per batch as sampling m per document used
-        single = SamplingConfig(**{**asdict(sampling), "per_doc": 1, "batch_docs": sampling.batch_docs * sampling.per_doc})
+        single = SamplingConfig(**{**asdict(sampling), "per_doc": 1,
+                                   "batch_docs": sampling.batch_docs * sampling.per_doc})
         out: dict[object, str] = {}
         for doc, samples in tqdm(generate(model, tokenizer, prompts, single), total=len(prompts), unit="doc",
                                  desc=f"sampling ({label} policy)", disable=not progress):
@@ -114,7 +129,7 @@ def run_evaluation(new: Policy, previous: Policy, docs: Sequence[RoundDocument],
         del model
     loaded = {name: load_judge(kind, path, device=device) for name, (kind, path) in judges.items()}
     posts = [d.post() for d in docs]
-    result = {
+    result: dict[str, Any] = {
         "documents": len(docs),
         "judged_by": compare_policies(loaded, posts, texts["new"], texts["previous"], refs),
         "length": {label: length_stats(tokenizer, t) for label, t in texts.items()},
@@ -122,6 +137,8 @@ def run_evaluation(new: Policy, previous: Policy, docs: Sequence[RoundDocument],
         # cannot tell; win rates overrule them there, as the ranking does)
         "repeats_layout": {label: sum(map(repeats_layout, t)) / max(1, len(t)) for label, t in texts.items()},
         "reference_logprob": logprob,
+        # judge-free: the samples against the human references, beside copying the post's lead
+        "rouge_l": rouge_against_references(texts, [d.text for d in docs], refs),
         "seconds": time.perf_counter() - started,
         "samples": [{"key": d.key, "new": n, "previous": p} for d, n, p in zip(docs, texts["new"], texts["previous"],
                                                                                strict=True)],
@@ -141,7 +158,7 @@ def evaluation_summary(result: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"documents": result["documents"], "length_change": result["length_change"],
                            "mean_words": {k: v["mean_words"] for k, v in result["length"].items()},
                            "reference_logprob": result["reference_logprob"],
-                           "repeats_layout": result["repeats_layout"]}
+                           "repeats_layout": result["repeats_layout"], "rouge_l": result.get("rouge_l")}
     for name, judged in result["judged_by"].items():
         for comparison, stats in judged.items():
             out[f"{name}_{comparison}_win_rate"] = stats["win_rate"]

@@ -2,20 +2,25 @@
 ranks."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Candidate, CandidateOrigin, CandidateScore, Document, ModelVersion
-from training.generation import Sample
 from training.candidates import store_samples
+from training.generation import Sample
 from training.judges.candidate_ranking import ranking_scores
 from training.slic.data import RankedDocument, RoundDocument
 
 
-def round_documents(db: Session, *, limit: int | None, split: str | None = None,
-                    offset: int = 0) -> list[RoundDocument]:
-    """Documents with text, oldest first, keyed by id, with their human reference summary."""
+def round_documents(db: Session, *, limit: int | None, split: str | None = None, offset: int = 0,
+                    document_ids: Sequence[int] | None = None) -> list[RoundDocument]:
+    """Documents with text (of `document_ids` when given), oldest first, keyed by id, with
+    their human reference summary."""
     query = select(Document).where(Document.has_text.is_(True)).order_by(Document.id).offset(offset)
+    if document_ids is not None:
+        query = query.where(Document.id.in_(list(document_ids)))
     if split is not None:
         query = query.where(Document.split == split)
     if limit is not None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -26,6 +26,9 @@ from training.slic.config import SlicConfig
 from training.slic.loss import continuation_logprobs, full_sequence_logprobs, slic_loss
 from training.training_run import TrainingRun
 
+if TYPE_CHECKING:
+    from peft import PeftModel
+
 MANIFEST = "slic.json"
 
 
@@ -34,11 +37,12 @@ def add_policy_lora(model: PreTrainedModel, cfg: SlicConfig, adapter: str | Path
     adapter to continue from."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
+    # the wrapper forwards every attribute it lacks to the model it wraps: callers use it as one
     if adapter is not None:
-        return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
-    return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                                            lora_dropout=cfg.lora_dropout,
-                                            target_modules=[t.strip() for t in cfg.lora_targets.split(",")]))
+        return cast(PreTrainedModel, PeftModel.from_pretrained(model, str(adapter), is_trainable=True))
+    lora = LoraConfig(task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=[t.strip() for t in cfg.lora_targets.split(",")])
+    return cast(PreTrainedModel, get_peft_model(model, lora))
 
 
 def sequence_logprobs(model: PreTrainedModel, batch: SlicBatch, cfg: SlicConfig) -> torch.Tensor:
@@ -73,8 +77,16 @@ def slic_step(scorer: torch.nn.Module, batch: SlicBatch, cfg: SlicConfig) -> Ste
                                          "pair_acc": float((logps[:, 0] > logps[:, 1]).float().mean())})
 
 
+def sft_step(scorer: torch.nn.Module, batch: SlicBatch, cfg: SlicConfig) -> StepOutput:
+    """Supervised fine-tuning: the λ·log P(y_ref|x) term of the SLiC-HF loss alone, one target
+    (the human reference, or the preferred summary) per example."""
+    logps = scorer(batch)
+    return StepOutput(-cfg.reg_weight * logps.mean(), len(logps), {"logp_ref": float(logps.detach().mean())})
+
+
 def policy_collator(tokenizer: PreTrainedTokenizerBase, cfg: SlicConfig) -> SlicCollator:
-    return SlicCollator(tokenizer, cfg.max_target_tokens, leading_space=resolve_template(tokenizer, cfg.template) == "tldr")
+    return SlicCollator(tokenizer, cfg.max_target_tokens,
+                        leading_space=resolve_template(tokenizer, cfg.template) == "tldr")
 
 
 @dataclass
@@ -87,7 +99,8 @@ class SlicResult:
 
 def train_slic(policy: str | Path, examples: Sequence[SlicExample], cfg: SlicConfig, *, out: Path | None,
                adapter: str | Path | None = None, device: str = "auto", progress: bool = True,
-               stop_after: int | None = None, extra: dict[str, Any] | None = None) -> SlicResult:
+               stop_after: int | None = None, extra: dict[str, Any] | None = None,
+               on_step: Callable[[int, int, float], bool] | None = None) -> SlicResult:
     """Train on `examples` (prompts already in the policy's template) and save the adapter to
     `out`. Interrupted runs (or `stop_after`) keep a checkpoint beside `out`; the same call
     again resumes from it."""
@@ -102,25 +115,32 @@ def train_slic(policy: str | Path, examples: Sequence[SlicExample], cfg: SlicCon
     collate = policy_collator(tokenizer, cfg)
     data_hash = fingerprint([(e.prompt, e.positive, e.negative, e.reference) for e in examples])
 
+    def batch(chunk: list[SlicExample]) -> SlicBatch:
+        if cfg.sft:  # one continuation per example: the reference
+            return collate.encode([e.prompt for e in chunk], [[e.reference] for e in chunk])
+        return collate(chunk)
+
     def batches(epoch: int) -> list[SlicBatch]:
         order = list(range(len(examples)))
         random.Random(cfg.seed + epoch).shuffle(order)
-        return [collate([examples[i] for i in order[s:s + cfg.batch_size]]) for s in range(0, len(order), cfg.batch_size)]
+        return [batch([examples[i] for i in order[s:s + cfg.batch_size]]) for s in range(0, len(order), cfg.batch_size)]
 
     run = TrainingRun.keyed("slic", out, cfg.as_dict(), str(policy), str(adapter), data_hash)
-    result = run.fit(SequenceScorer(model, cfg), batches, lambda m, b: slic_step(m, b, cfg), cfg, desc="SLiC-HF",
-                     progress=progress, stop_after=stop_after)
+    step = sft_step if cfg.sft else slic_step
+    result = run.fit(SequenceScorer(model, cfg), batches, lambda m, b: step(m, b, cfg), cfg,
+                     desc="SFT" if cfg.sft else "SLiC-HF", progress=progress, stop_after=stop_after, on_step=on_step)
     tail = result.history[-max(1, len(result.history) // 4):]
     metrics: dict[str, Any] = {
         "examples": len(examples), "optimizer_steps": result.steps, "train_seconds": result.seconds,
         "final_loss": result.last_loss,
-        "pair_accuracy_last_quarter": sum(h["pair_acc"] for h in tail) / len(tail) if tail else None,
+        "pair_accuracy_last_quarter": sum(h["pair_acc"] for h in tail) / len(tail) if tail and not cfg.sft else None,
         "history": result.history, "data_hash": data_hash, **(extra or {})}
     if result.interrupted:
         metrics["interrupted"] = True
     if not run.saves(result):  # the checkpoint holds an interrupted run; one of several processes saves
         return SlicResult(model, tokenizer, metrics, None)
-    path = run.save(model.save_pretrained, MANIFEST, {"policy": str(policy), "config": cfg.as_dict(), "metrics": metrics,
+    path = run.save(model.save_pretrained, MANIFEST, {"policy": str(policy), "config": cfg.as_dict(),
+                                                      "metrics": metrics,
                                                       "parent_adapter": str(adapter) if adapter else None})
     model.eval()
     return SlicResult(model, tokenizer, metrics, path)
@@ -128,7 +148,8 @@ def train_slic(policy: str | Path, examples: Sequence[SlicExample], cfg: SlicCon
 
 def merge_adapter(policy: str | Path, adapter: str | Path, out: Path) -> Path:
     """The policy with the adapter folded in, saved as an ordinary model folder."""
-    model = load_causal_lm(policy, device="cpu", dtype=torch.float32, adapter=adapter).merge_and_unload()
+    with_adapter = cast("PeftModel", load_causal_lm(policy, device="cpu", dtype=torch.float32, adapter=adapter))
+    model = with_adapter.merge_and_unload()
     tokenizer = load_tokenizer(policy)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)

@@ -1,0 +1,227 @@
+"""The weekly loop on tiny models: round 0 (SFT), then rounds that train on simulated raters'
+judgements of the previous round's outputs; a worker killed mid-training; the schedule."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from annotate.importing import import_files
+from annotate.simulate import SimulationSpec, length_scorer, simulate
+from annotate.tasks import create_round_tasks
+from db.models import (
+    ComparisonTask,
+    Judgement,
+    ModelKind,
+    ModelStatus,
+    ModelVersion,
+    Rater,
+    RegistryEvent,
+    RoundStatus,
+    StageStatus,
+    TrainingRound,
+)
+from training.errors import UsageError
+from training.registry import activate, rollback
+from training.rounds.config import RoundOptions
+from training.rounds.schedule import parse_schedule
+from training.rounds.store import cancel_round, claim_next, find_round, recover_stale, request_round, round_payload
+from training.worker import Worker
+
+TOPICS = ["my neighbour's dog barks all night", "my landlord raised the rent again", "my friend never pays me back",
+          "my boss calls me on weekends", "my roommate eats my food", "my sister borrowed my car and crashed it"]
+
+
+def _posts(path: Path, n: int) -> Path:
+    path.write_text("".join(json.dumps({
+        "id": f"p{i}", "title": f"Question {i}", "subreddit": "advice",
+        "text": f"Post {i}: {TOPICS[i % len(TOPICS)]} and I do not know what to do about it. Any advice?",
+        "reference": f"{TOPICS[i % len(TOPICS)]}; what should I do"}) + "\n" for i in range(n)))
+    return path
+
+
+def _tiny_options(tiny_encoder: Path, **changes: object) -> RoundOptions:
+    return replace(RoundOptions(
+        eval_docs=3, batch_docs=5, sft_docs=6, per_doc=3, include_simulated=True,
+        judge_settings={"backbone": str(tiny_encoder), "max_length": 96, "batch_texts": 8},
+        slic_settings={"lora_r": 4, "batch_size": 2, "learning_rate": 1e-3, "max_target_tokens": 16,
+                       "max_prompt_tokens": 64}), **changes)
+
+
+@pytest.fixture
+def loop(ctx, env: Path, tiny_lm: Path):  # type: ignore[no-untyped-def]
+    """30 posts with references, a tiny active policy, and a worker with a low judgement bar."""
+    import_files(ctx.transaction, [_posts(env / "posts.jsonl", 30)], source="test")
+    with ctx.transaction() as db:
+        tiny = ModelVersion(kind=ModelKind.POLICY, name="tiny", base_model=str(tiny_lm), round=0)
+        db.add(tiny)
+        db.flush()
+        activate(db, tiny)
+    settings = replace(ctx.loop_settings(), min_judgements=10)
+    return ctx, Worker(ctx.transaction, ctx.engine, settings, create_round_tasks, poll_s=0.2, heartbeat_s=0.2)
+
+
+def _run(ctx, worker: Worker, options: RoundOptions) -> dict:  # type: ignore[no-untyped-def]
+    with ctx.transaction() as db:
+        number = request_round(db, options, "test").number
+    assert worker.run_once() is not None
+    with ctx.transaction() as db:
+        return round_payload(find_round(db, number))
+
+
+def _stage(payload: dict, name: str) -> dict:  # type: ignore[type-arg]
+    return next(s for s in payload["stages"] if s["name"] == name)
+
+
+def test_round_zero_then_two_rounds_on_simulated_judgements(loop, tiny_encoder: Path) -> None:  # type: ignore[no-untyped-def]
+    ctx, worker = loop
+    first = _run(ctx, worker, _tiny_options(tiny_encoder))
+    assert first["round"] == 0 and first["status"] == "succeeded", first
+    assert [s["name"] for s in first["stages"]] == ["sft", "evaluate", "next_batch"]
+    evaluation = _stage(first, "evaluate")["metrics"]["summary"]
+    assert set(evaluation["rouge_l"]) == {"new", "previous", "lead"} and evaluation["documents"] == 3
+    assert first["decision"]["judge"] == "rouge_l"  # no judge exists before any judgement
+    batch = _stage(first, "next_batch")["metrics"]
+    assert batch["round"] == 1 and batch["tasks"] >= 1
+
+    with ctx.transaction() as db:  # nothing judged yet: a round is skipped, with the reason
+        number = request_round(db, _tiny_options(tiny_encoder), "test").number
+    assert worker.run_once() == RoundStatus.SKIPPED
+    with ctx.transaction() as db:
+        skipped = find_round(db, number)
+        assert "0 new judgement(s)" in skipped.reason and skipped.snapshot is None
+
+    assert sum(simulate(ctx.transaction, SimulationSpec(raters=3, round=1), length_scorer).values()) >= 10
+    with ctx.transaction() as db:  # simulated judgements are marked, and stay out of a plain round
+        assert db.scalar(select(func.count(Rater.id)).where(Rater.simulated.is_(True))) == 3
+    second = _run(ctx, worker, _tiny_options(tiny_encoder))
+    assert second["status"] == "succeeded", second
+    assert [s["name"] for s in second["stages"]] == ["snapshot", "judges", "policy", "evaluate", "next_batch"]
+    judges = _stage(second, "judges")["metrics"]["reward"]
+    assert judges["used"] and judges["current"] is None and 0 <= judges["newest_batch_accuracy"] <= 1
+    assert second["decision"]["judge"] == "reward" and "judge_accuracy" in second["decision"]
+
+    simulate(ctx.transaction, SimulationSpec(raters=3, round=second["round"] + 1, label="again"), length_scorer)
+    third = _run(ctx, worker, _tiny_options(tiny_encoder))
+    assert third["status"] == "succeeded", third
+    # the third round trains on judgements of the second round's outputs, and only those
+    assert third["snapshot"]["judgement_id_min"] > second["snapshot"]["judgement_id_max"]
+    with ctx.transaction() as db:
+        judged_rounds = set(db.scalars(select(ComparisonTask.round)
+                                       .join(Judgement, Judgement.task_id == ComparisonTask.id)
+                                       .where(Judgement.id >= third["snapshot"]["judgement_id_min"])))
+        assert judged_rounds == {second["round"] + 1}
+        reward = _stage(third, "judges")["metrics"]["reward"]
+        assert reward["current"] == f"reward-r{second['round']}" and str(second["round"]) in reward["earlier_test_sets"]
+        new = db.scalar(select(ModelVersion).where(ModelVersion.name == f"policy-r{third['round']}"))
+        assert new.round == third["round"] and new.parent is not None and new.parent.kind == ModelKind.POLICY
+        for version in db.scalars(select(ModelVersion).where(ModelVersion.artifact_path.is_not(None))):
+            assert Path(version.artifact_path).is_dir(), version.name  # no version points at a missing artifact
+        events = list(db.scalars(select(RegistryEvent)))
+        assert all(e.actor.startswith("round ") for e in events)
+        active = db.scalar(select(ModelVersion).where(ModelVersion.kind == ModelKind.POLICY,
+                                                      ModelVersion.status == ModelStatus.ACTIVE))
+        if events:  # a promotion can be rolled back by hand, recorded with who did it
+            event = rollback(db, "cli:tester")
+            assert event.previous_id == active.id and event.actor == "cli:tester"
+
+
+def test_one_round_at_a_time_and_cancellation(loop, tiny_encoder: Path) -> None:  # type: ignore[no-untyped-def]
+    ctx, worker = loop
+    with ctx.transaction() as db:
+        number = request_round(db, _tiny_options(tiny_encoder), "test").number
+        with pytest.raises(UsageError, match="requested already"):
+            request_round(db, _tiny_options(tiny_encoder), "test")
+    with ctx.transaction() as db:
+        assert claim_next(db, "w1") is not None
+    with ctx.transaction() as db:
+        assert claim_next(db, "w2") is None  # nothing else is requested, and one is running
+        cancel_round(db, number)
+    with ctx.transaction() as db:
+        assert find_round(db, number).cancel_requested
+        # w1 never beats: its round goes back to the queue, resumes, and is cancelled there
+        assert recover_stale(db, timedelta(seconds=0)) == [(number, "cancelled")]
+        assert find_round(db, number).status == RoundStatus.CANCELLED
+
+
+def test_a_worker_killed_while_training_resumes_the_round(loop, env: Path, tiny_encoder: Path) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = loop
+    options = _tiny_options(tiny_encoder, slic_settings={"lora_r": 4, "batch_size": 2, "learning_rate": 1e-3,
+                                                         "max_target_tokens": 16, "max_prompt_tokens": 64,
+                                                         "epochs": 150, "checkpoint_every": 50})
+    with ctx.transaction() as db:
+        number = request_round(db, options, "test").number
+        versions_before = db.scalar(select(func.count(ModelVersion.id)))
+    environ = {**os.environ, "CALIBRA_ROUND_MIN_JUDGEMENTS": "10"}
+    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--poll", "0.2"], env=environ,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # wait until the SFT stage has taken optimizer steps
+            with ctx.transaction() as db:
+                stage = next((s for s in find_round(db, number).stages if s.name == "sft"), None)
+                if stage is not None and (stage.progress or {}).get("step", 0) >= 60:
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the worker did not start training in time")
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    with ctx.transaction() as db:
+        killed = find_round(db, number)
+        assert killed.status == RoundStatus.RUNNING  # as the dead worker left it
+        assert db.scalar(select(func.count(ModelVersion.id))) == versions_before  # nothing registered half-done
+        assert db.scalar(select(ModelVersion).where(ModelVersion.status == ModelStatus.ACTIVE,
+                                                    ModelVersion.kind == ModelKind.POLICY)).name == "tiny"
+    restarted = subprocess.run([sys.executable, "-m", "app.cli", "worker", "--once"], env=environ,
+                               capture_output=True, text=True, timeout=600)
+    assert restarted.returncode == 0, restarted.stderr[-2000:]
+    with ctx.transaction() as db:
+        done = find_round(db, number)
+        assert done.status == RoundStatus.SUCCEEDED and done.attempts == 2, done.reason
+        sft = next(s for s in done.stages if s.name == "sft")
+        assert sft.status == StageStatus.DONE
+        (version,) = db.scalars(select(ModelVersion).where(ModelVersion.name == "policy-sft"))
+        assert Path(version.artifact_path, "adapter_config.json").exists()
+
+
+def test_the_schedule_is_a_spec_people_write() -> None:
+    assert str(parse_schedule("mon 02:00")) == "cron[day_of_week='mon', hour='2', minute='0']"
+    assert parse_schedule("daily 23:59") is not None and parse_schedule(" OFF ") is None
+    for bad in ("monday 2am", "mon 24:00", "every week"):
+        with pytest.raises(UsageError, match="DAY HH:MM"):
+            parse_schedule(bad)
+
+
+def test_round_commands(env: Path, ctx) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    run = CliRunner().invoke
+    assert "no rounds yet" in run(cli, ["round", "list"]).output
+    requested = run(cli, ["round", "run", "--judge", "ranker", "--docs", "4", "--json"])
+    assert requested.exit_code == 0, requested.output
+    assert json.loads(requested.stdout)["options"]["judge"] == "ranker"
+    again = run(cli, ["round", "run"])
+    assert again.exit_code == 2 and "round 0 is requested already" in again.output
+    assert run(cli, ["round", "run", "--judge", "nobody"]).exit_code == 2
+    shown = json.loads(run(cli, ["round", "show", "0", "--json"]).stdout)
+    assert shown["status"] == "requested" and shown["stages"] == []
+    assert "cancelled" in run(cli, ["round", "cancel", "0"]).output
+    assert json.loads(run(cli, ["round", "list", "--json"]).stdout)[0]["status"] == "cancelled"
+    assert run(cli, ["round", "schedule", "fri 18:30"]).exit_code == 0
+    bad = run(cli, ["round", "schedule", "sometimes"])
+    assert bad.exit_code == 2 and "DAY HH:MM" in bad.output
+    with ctx.transaction() as db:
+        assert db.scalar(select(func.count(TrainingRound.id))) == 1
