@@ -1,8 +1,8 @@
 """The admin dashboard: the agreement report as tables, plots and CSV downloads.
 
-Every number comes from `annotate.report`; this module only lays it out. The tab is shown to
-admins only, and the handler checks the role again on the server, since a hidden tab is not
-a locked one.
+Every number comes from `annotate.report`; this module lays it out (tables, plots, CSV files).
+The tab is shown to admins only, and its handler goes through the shared admin guard, since a
+hidden tab is not a locked one.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from annotate.judgement_frames import Filters, load_frames
 from annotate.report import agreement_by_round, build_report, flagged
 from annotate.submissions import LETTERS
+from app.admin_guard import AdminEvents
 
 ESTIMATES = ("best_alpha_nominal", "pairwise_agreement", "quality_alpha_ordinal", "quality_alpha_interval",
              "factual_alpha_nominal", "factual_fleiss_kappa")
@@ -111,8 +112,8 @@ def compute(sessions_transaction: Any, filters: Filters, bootstrap: int = 200) -
             agreement_plot(frames), throughput_plot(frames), write_csvs(tables)]
 
 
-def build_dashboard(is_admin: Any, transaction: Any) -> gr.Tab:
-    """The admin tab; `is_admin(request)` decides on the server who may compute it."""
+def build_dashboard(events: AdminEvents, transaction: Any) -> gr.Tab:
+    """The admin tab; its handler goes through `events`, which checks the role on the server."""
     with gr.Tab("Dashboard", visible=False, elem_id="dashboard-tab") as tab:
         with gr.Row():
             round_ = gr.Textbox(label="Round", placeholder="all", elem_id="filter-round")
@@ -133,12 +134,9 @@ def build_dashboard(is_admin: Any, transaction: Any) -> gr.Tab:
         throughput = gr.Plot(label="Throughput")
         downloads = gr.File(label="CSV downloads", file_count="multiple", elem_id="dashboard-csv")
 
-        def on_compute(r: str, who: str, s: str, u: str, request: gr.Request) -> list[Any]:
-            if not is_admin(request):
-                raise gr.Error("The dashboard is for admins.")
+        def on_compute(admin: str, r: str, who: str, s: str, u: str) -> list[Any]:
             return compute(transaction, parse_filters(r, who, s, u))
 
-        run.click(on_compute, [round_, rater, since, until],
-                  [summary, agreement, raters, models, position, kappa, wins, agree, throughput, downloads],
-                  api_visibility="private")
+        events.on(run.click, on_compute, [round_, rater, since, until],
+                  [summary, agreement, raters, models, position, kappa, wins, agree, throughput, downloads])
     return tab

@@ -26,8 +26,10 @@ from annotate.submissions import (
 )
 from annotate.users import active_rater, authenticate
 from annotate.views import TaskView, progress, task_view
+from app.admin_guard import AdminEvents
 from app.context import Context
 from app.dashboard import build_dashboard
+from app.training_page import build_training
 from db.models import Rater, Role, Strength
 
 QUALITY_ANCHORS = ["1 · very poor", "2 · poor", "3 · below average", "4 · acceptable", "5 · good",
@@ -175,7 +177,9 @@ def build_app(h: Handlers) -> gr.Blocks:
                 reason = gr.Dropdown(list(SKIP_REASONS), label="Skip reason", value=SKIP_REASONS[0],
                                      elem_id="skip-reason")
                 skip_btn = gr.Button("Skip", elem_id="skip-btn")
-        dashboard_tab = build_dashboard(h.is_admin, h.ctx.transaction)
+        admin = AdminEvents(h.is_admin)
+        admin_tabs = [build_dashboard(admin, h.ctx.transaction),
+                      build_training(admin, h.ctx.transaction, h.ctx.settings.round_schedule)]
 
         outputs = [assignment, shown, status, title, source, body, best, strength, unacceptable, comment,
                    *groups, *texts, *qualities, *factuals]
@@ -211,10 +215,10 @@ def build_app(h: Handlers) -> gr.Blocks:
 
         private: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None}
         demo.load(render, None, outputs, **private)
-        def show_dashboard(request: gr.Request) -> Any:
-            return gr.update(visible=h.is_admin(request))
+        def show_admin_tabs(request: gr.Request) -> list[Any]:
+            return [gr.update(visible=h.is_admin(request))] * len(admin_tabs)
 
-        demo.load(show_dashboard, None, dashboard_tab, **private)
+        demo.load(show_admin_tabs, None, admin_tabs, **private)
         submit_btn.click(on_submit, {assignment, shown, best, strength, unacceptable, comment, *qualities, *factuals},
                          outputs, **private)
         skip_btn.click(on_skip, [assignment, reason], outputs, **private)

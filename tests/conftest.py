@@ -1,6 +1,7 @@
 """Shared fixtures: settings in a temporary home, databases (SQLite, PostgreSQL), tiny models."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -50,6 +51,36 @@ def ctx(settings: Settings):  # type: ignore[no-untyped-def]
     context = open_context(settings)
     yield context
     context.engine.dispose()
+
+
+TOPICS = ["my neighbour's dog barks all night", "my landlord raised the rent again", "my friend never pays me back",
+          "my boss calls me on weekends", "my roommate eats my food", "my sister borrowed my car and crashed it"]
+
+
+def write_posts(path: Path, n: int) -> Path:
+    """n short posts with a title, a subreddit and a human reference summary, as JSONL."""
+    path.write_text("".join(json.dumps({
+        "id": f"p{i}", "title": f"Question {i}", "subreddit": "advice",
+        "text": f"Post {i}: {TOPICS[i % len(TOPICS)]} and I do not know what to do about it. Any advice?",
+        "reference": f"{TOPICS[i % len(TOPICS)]}; what should I do"}) + "\n" for i in range(n)))
+    return path
+
+
+@pytest.fixture
+def loop_ready(ctx, env: Path, tiny_lm: Path):  # type: ignore[no-untyped-def]
+    """What the weekly loop starts from: 40 imported posts with references and a tiny active
+    policy."""
+    from annotate.importing import import_files
+    from db.models import ModelKind, ModelVersion
+    from training.registry import activate
+
+    import_files(ctx.transaction, [write_posts(env / "posts.jsonl", 40)], source="test")
+    with ctx.transaction() as db:
+        tiny = ModelVersion(kind=ModelKind.POLICY, name="tiny", base_model=str(tiny_lm), round=0)
+        db.add(tiny)
+        db.flush()
+        activate(db, tiny)
+    return ctx
 
 
 QUALITY = {"alpha": 6, "beta": 3, "human reference": 5}  # mean quality each source gets in `judged`

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from annotate.importing import import_files
 from annotate.simulate import SimulationSpec, length_scorer, simulate
 from annotate.tasks import create_round_tasks
 from db.models import (
@@ -31,22 +30,11 @@ from db.models import (
     TrainingRound,
 )
 from training.errors import UsageError
-from training.registry import activate, rollback
+from training.registry import rollback
 from training.rounds.config import RoundOptions
 from training.rounds.schedule import parse_schedule
 from training.rounds.store import cancel_round, claim_next, find_round, recover_stale, request_round, round_payload
 from training.worker import Worker
-
-TOPICS = ["my neighbour's dog barks all night", "my landlord raised the rent again", "my friend never pays me back",
-          "my boss calls me on weekends", "my roommate eats my food", "my sister borrowed my car and crashed it"]
-
-
-def _posts(path: Path, n: int) -> Path:
-    path.write_text("".join(json.dumps({
-        "id": f"p{i}", "title": f"Question {i}", "subreddit": "advice",
-        "text": f"Post {i}: {TOPICS[i % len(TOPICS)]} and I do not know what to do about it. Any advice?",
-        "reference": f"{TOPICS[i % len(TOPICS)]}; what should I do"}) + "\n" for i in range(n)))
-    return path
 
 
 def _tiny_options(tiny_encoder: Path, **changes: object) -> RoundOptions:
@@ -58,14 +46,9 @@ def _tiny_options(tiny_encoder: Path, **changes: object) -> RoundOptions:
 
 
 @pytest.fixture
-def loop(ctx, env: Path, tiny_lm: Path):  # type: ignore[no-untyped-def]
-    """30 posts with references, a tiny active policy, and a worker with a low judgement bar."""
-    import_files(ctx.transaction, [_posts(env / "posts.jsonl", 30)], source="test")
-    with ctx.transaction() as db:
-        tiny = ModelVersion(kind=ModelKind.POLICY, name="tiny", base_model=str(tiny_lm), round=0)
-        db.add(tiny)
-        db.flush()
-        activate(db, tiny)
+def loop(loop_ready):  # type: ignore[no-untyped-def]
+    """A worker with a low judgement bar over posts with references and a tiny active policy."""
+    ctx = loop_ready
     settings = replace(ctx.loop_settings(), min_judgements=10)
     return ctx, Worker(ctx.transaction, ctx.engine, settings, create_round_tasks, poll_s=0.2, heartbeat_s=0.2)
 

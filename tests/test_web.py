@@ -1,13 +1,16 @@
 """The annotation page in a real browser (Debian's Chromium, headless, driven by Playwright)."""
 from __future__ import annotations
 
+import json
 import re
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from annotate.users import add_user
 from db import (
@@ -23,7 +26,8 @@ from db import (
     Role,
     TaskCandidate,
 )
-from db.models import digest
+from db.models import LoopSetting, RegistryEvent, TrainingRound, digest
+from training.registry import active_policy
 
 CHROMIUM = Path("/usr/bin/chromium")
 SECRET_MODELS = ["secret-policy-v7", "hidden-baseline-v2", "mystery-sft-v1"]
@@ -248,3 +252,121 @@ def test_dashboard_is_for_admins_only(app_url: str, browser, ctx) -> None:  # ty
     admin.locator("#filter-since").locator("textarea, input").first.fill("yesterday")
     admin.locator("#dashboard-compute").click()
     admin.wait_for_selector("text=/since: 'yesterday' is not a date/", timeout=30_000)
+
+
+# What an annotator's session may call; every other event of the app is an admin's.
+ANNOTATOR_ENDPOINTS = {"render", "show_admin_tabs", "on_submit", "on_skip", "next_task", "submit", "skip"}
+
+
+def _call_over_queue(client, fn_index: int, data: list) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    """One event through Gradio's queue over plain HTTP (`/gradio_api/queue/join` with an
+    `fn_index`), as any page or script can send it; the completion message."""
+    session = f"probe-{fn_index}"
+    joined = client.post("/gradio_api/queue/join", json={"data": data, "event_data": None, "fn_index": fn_index,
+                                                          "trigger_id": None, "session_hash": session})
+    joined.raise_for_status()
+    with client.stream("GET", f"/gradio_api/queue/data?session_hash={session}") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    return message
+    raise AssertionError(f"no completion for fn_index {fn_index}")
+
+
+@pytest.mark.browser
+def test_annotators_reach_no_admin_handler(app_url: str, browser, ctx) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+    from gradio_client import Client
+
+    page, _ = open_as(browser, app_url, "ann1")
+    assert page.get_by_role("tab", name="Training").count() == 0
+    with ctx.transaction() as db:
+        before = (db.scalar(select(func.count(TrainingRound.id))), db.scalar(select(func.count(RegistryEvent.id))))
+    with httpx.Client(base_url=app_url, timeout=30) as client:
+        client.post("/login", data={"username": "ann1", "password": PASSWORD}).raise_for_status()
+        dependencies = client.get("/config").json()["dependencies"]
+        admin_only = [d for d in dependencies if d["api_name"] not in ANNOTATOR_ENDPOINTS]
+        names = {d["api_name"] for d in admin_only}
+        assert {"on_compute", "everything", "live", "on_run", "on_cancel", "on_promote", "on_rollback",
+                "on_schedule"} <= names
+        for dep in admin_only:
+            # well-formed arguments where the handler has them, so only the role check can stop it
+            data = {"on_run": [2, "reward", "sample-rank", False], "on_promote": ["tiny", "mine now"],
+                    "on_rollback": ["mine"], "on_schedule": ["daily 01:00"]}.get(dep["api_name"],
+                                                                               [None] * len(dep["inputs"]))
+            done = _call_over_queue(client, dep["id"], data)
+            assert done["success"] is False, dep["api_name"]
+            assert done["output"]["error"] == "This page is for admins.", dep["api_name"]
+    client_ = Client(app_url, auth=("ann1", PASSWORD), verbose=False)
+    for dep in admin_only:  # gradio_client does not even address them
+        with pytest.raises(ValueError, match="Invalid function index"):
+            client_.predict(fn_index=dep["id"])
+    with ctx.transaction() as db:
+        after = (db.scalar(select(func.count(TrainingRound.id))), db.scalar(select(func.count(RegistryEvent.id))))
+        assert after == before and db.scalar(select(LoopSetting.value)) is None
+
+
+def wait_for_text(page, selector: str, text: str, timeout_ms: int = 30_000) -> None:  # type: ignore[no-untyped-def]
+    page.wait_for_function("([sel, text]) => (document.querySelector(sel)?.innerText || '').includes(text)",
+                           arg=[selector, text], timeout=timeout_ms)
+
+
+def _progress_stages(page, until: str, timeout_s: float) -> list[str]:  # type: ignore[no-untyped-def]
+    """The stages the live progress line names, in order, until the history shows `until`."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = page.locator("#round-progress").inner_text()
+        match = re.search(r"stage (\w+)", text)
+        if match and (not seen or seen[-1] != match[1]):
+            seen.append(match[1])
+        if until in page.locator("#round-history").inner_text():
+            return seen
+        time.sleep(0.1)
+    raise AssertionError(f"the history never showed {until!r}; progress went through {seen}")
+
+
+@pytest.mark.browser
+def test_admin_runs_watches_and_rolls_back_a_round(app_url: str, browser, loop_ready) -> None:  # type: ignore[no-untyped-def]
+    from annotate.tasks import create_round_tasks
+    from training.worker import Worker
+
+    ctx = loop_ready
+    stop = threading.Event()
+    worker = Worker(ctx.transaction, ctx.engine, ctx.loop_settings(), create_round_tasks, poll_s=0.2,
+                    heartbeat_s=0.2)
+    thread = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        admin, _ = open_as(browser, app_url, "boss")
+        admin.get_by_role("tab", name="Training").click()
+        wait_for_text(admin, "#round-history", "No rounds yet")
+        admin.locator("#round-run").click()
+        wait_for_text(admin, "#training-message", "Round 0 requested")
+        stages = _progress_stages(admin, "succeeded", timeout_s=600)
+        # seen live, without reloading the page: the timer moved the line from stage to stage
+        assert len(stages) >= 2 and set(stages) <= {"sft", "evaluate", "next_batch"}, stages
+        wait_for_text(admin, "#round-progress", "No round is running.")
+        admin.get_by_role("tab", name="Annotate").click()
+        admin.get_by_role("tab", name="Training").click()  # opening the tab again reloads the registry
+        wait_for_text(admin, "#model-versions", "policy-sft")
+        with ctx.transaction() as db:
+            promoted = active_policy(db).name == "policy-sft"
+        if not promoted:  # the gate kept the tiny policy: promote by hand, as an admin may
+            admin.locator("#promote-version input").fill("policy-sft")
+            admin.locator("#promote-version input").press("Enter")
+            admin.locator("#promote-btn").click()
+            wait_for_text(admin, "#training-message", "policy-sft is the active policy")
+        admin.locator("#registry-reason").locator("textarea, input").first.fill("read the samples")
+        admin.locator("#rollback-btn").click()
+        wait_for_text(admin, "#training-message", "Rolled back: tiny is the active policy")
+        assert "web:boss" in admin.locator("#registry-events").inner_text()
+        with ctx.transaction() as db:
+            assert active_policy(db).name == "tiny"
+            event = db.scalar(select(RegistryEvent).order_by(RegistryEvent.id.desc()))
+            assert (event.action, event.actor, event.reason) == ("rollback", "web:boss", "read the samples")
+        admin.screenshot(path=str(Path(ctx.settings.home) / "training-tab.png"), full_page=True)
+    finally:
+        stop.set()
+        thread.join(timeout=60)

@@ -95,7 +95,8 @@ def activate(db: Session, version: ModelVersion) -> None:
 def list_versions(db: Session) -> list[dict[str, Any]]:
     """Every registered version, oldest first, as `calibra models list --json` prints them."""
     return [{"id": v.id, "kind": v.kind.value, "name": v.name, "status": v.status.value, "round": v.round,
-             "base_model": v.base_model, "artifact_path": v.artifact_path}
+             "base_model": v.base_model, "artifact_path": v.artifact_path, "parent_id": v.parent_id,
+             "snapshot": v.data_snapshot, "config": v.config, "metrics": v.metrics}
             for v in db.scalars(select(ModelVersion).order_by(ModelVersion.id))]
 
 
