@@ -31,6 +31,8 @@ class Settings:
                 "`calibra round schedule` overrides it"})
     promote_min_win_rate: float = field(default=0.55, metadata={"help": "the gate's win rate over the current policy"})
     promote_max_length_growth: float = field(default=0.2, metadata={"help": "the gate's limit on summary growth"})
+    hacking_alarm_gap: float = field(default=0.1, metadata={
+        "help": "a judge predicting a win rate this much above the annotators' raises the reward-hacking alarm"})
     config_file: Path | None = None
 
 

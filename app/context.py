@@ -30,7 +30,8 @@ class Context:
         return LoopSettings(home=s.home, models_dir=s.models_dir, min_judgements=s.round_min_judgements,
                             ranker=s.round_ranker, batch_docs=s.round_batch_docs, replication=s.replication,
                             promote_min_win_rate=s.promote_min_win_rate,
-                            promote_max_length_growth=s.promote_max_length_growth)
+                            promote_max_length_growth=s.promote_max_length_growth,
+                            hacking_alarm_gap=s.hacking_alarm_gap)
 
 
 def open_context(settings: Settings | None = None) -> Context:

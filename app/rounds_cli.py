@@ -130,6 +130,12 @@ def round_show(number: Annotated[int, typer.Argument(help="round number")],
         typer.echo(json.dumps(payload, indent=2, default=str))
         return
     typer.echo(f"round {payload['round']}: {payload['status']}  {payload['reason'] or ''}")
+    alarm = payload["reward_hacking"]
+    if alarm:
+        state = ("ALARM" + (f", acknowledged by {alarm['acknowledged_by']}" if alarm.get("acknowledged_by") else "")
+                 if alarm["alarm"] else "no alarm")
+        typer.echo(f"  reward hacking: judge predicted {alarm['predicted']:.2f}, annotators {alarm['human']:.2f} "
+                   f"(gap {alarm['gap']:+.2f}): {state}")
     for stage in payload["stages"]:
         typer.echo(f"  {stage['name']:<11} {stage['status']:<8} {stage['error'] or ''}")
         for line in stage["log"][-5:]:
@@ -145,6 +151,18 @@ def round_cancel(number: Annotated[int, typer.Argument(help="round number")]) ->
     with open_context().transaction() as db:
         status = cancel_round(db, number).status.value
     typer.echo(f"round {number}: {'cancelled' if status == 'cancelled' else 'cancellation requested'}")
+
+
+@round_cli.command("acknowledge")
+@reports_errors
+def round_acknowledge(number: Annotated[int, typer.Argument(help="round number")]) -> None:
+    """Acknowledge a round's reward-hacking alarm (recorded with who did it), so that rounds
+    may promote automatically again."""
+    from training.rounds.hacking import acknowledge
+
+    with open_context().transaction() as db:
+        acknowledge(db, number, _actor())
+    typer.echo(f"round {number}: reward-hacking alarm acknowledged")
 
 
 @round_cli.command("schedule")

@@ -24,14 +24,16 @@ from db.models import ModelKind
 from training.errors import UsageError
 from training.registry import list_versions, promote, registry_events, resolve_version, rollback
 from training.rounds.config import JUDGES, MODES, RoundOptions
-from training.rounds.overview import history, live_progress, trends
+from training.rounds.hacking import acknowledge
+from training.rounds.overview import alarm_text, history, live_progress, trends
 from training.rounds.schedule import current_schedule, set_schedule
 from training.rounds.store import cancel_round, request_round
 
 NO_ROUNDS = ("No rounds yet. Run one with **Run a round now** (round 0 fine-tunes the policy on the human "
              "reference summaries), or wait for the schedule.")
 HISTORY_COLUMNS = ["round", "status", "requested_by", "started_at", "minutes", "judgements", "pairs", "judgement_ids",
-                   "reward_accuracy", "ranker_accuracy", "promoted", "new_policy", "decision", "reason"]
+                   "reward_accuracy", "ranker_accuracy", "promoted", "new_policy", "decision", "reward_hacking",
+                   "reason"]
 VERSION_COLUMNS = ["id", "kind", "name", "status", "round", "parent", "snapshot", "config", "metrics"]
 
 
@@ -123,6 +125,10 @@ def build_training(events: AdminEvents, tx: Transactions, default_schedule: str)
             run = gr.Button("Run a round now", variant="primary", elem_id="round-run")
             cancel = gr.Button("Cancel the open round", variant="stop", elem_id="round-cancel")
         message = gr.Markdown(elem_id="training-message")
+        alarm = gr.Markdown(elem_id="hacking-alarm")
+        with gr.Row():
+            alarm_round = gr.Number(0, label="Round whose alarm you have read", precision=0, elem_id="alarm-round")
+            acknowledge_btn = gr.Button("Acknowledge the reward-hacking alarm", elem_id="alarm-acknowledge")
         progress = gr.Markdown("No round is running.", elem_id="round-progress")
         log = gr.Textbox(label="Last log lines", lines=6, interactive=False, elem_id="round-log")
         rounds = gr.Dataframe(label="Rounds", elem_id="round-history", wrap=True)
@@ -161,9 +167,10 @@ def build_training(events: AdminEvents, tx: Transactions, default_schedule: str)
             with tx() as db:
                 data, rows = trends(db), list_versions(db)
                 changes, spec = registry_events(db), current_schedule(db, default_schedule)
+                alarms = alarm_text(db)
                 agreement = agreement_by_round(load_frames(db, Filters(include_simulated=True)).judgements)
             policies = [r["name"] for r in rows if r["kind"] == ModelKind.POLICY.value]
-            return [*live(admin), *trend_plots(data, agreement), versions_table(rows),
+            return [*live(admin), alarms, *trend_plots(data, agreement), versions_table(rows),
                     gr.update(choices=policies, value=None), pd.DataFrame(changes), spec, gr.Timer(active=True)]
 
         def acted(text: str) -> Callable[[str], list[Any]]:
@@ -200,14 +207,19 @@ def build_training(events: AdminEvents, tx: Transactions, default_schedule: str)
                 name = next(r["name"] for r in list_versions(db) if r["id"] == target)
             return acted(f"Rolled back: {name} is the active policy.")(admin)
 
+        def on_acknowledge(admin: str, number: float | None) -> list[Any]:
+            with _usage(), tx() as db:
+                acknowledge(db, int(number or 0), f"web:{admin}")
+            return acted(f"Round {int(number or 0)}: alarm acknowledged; rounds may promote again.")(admin)
+
         def on_schedule(admin: str, spec: str) -> list[Any]:
             with _usage(), tx() as db:
                 stored = set_schedule(db, spec or "", f"web:{admin}")
             return acted(f"Schedule: {stored}.")(admin)
 
         live_outputs = [progress, log, rounds]
-        all_outputs = [*live_outputs, accuracy_plot, win_plot, length_plot, layout_plot, agreement_plot, versions,
-                       version, registry, schedule, timer]
+        all_outputs = [*live_outputs, alarm, accuracy_plot, win_plot, length_plot, layout_plot, agreement_plot,
+                       versions, version, registry, schedule, timer]
         events.on(tab.select, everything, None, all_outputs)
         events.on(timer.tick, live, None, live_outputs)
         events.on(run.click, on_run, [docs, judge, mode, simulated], [message, *all_outputs])
@@ -215,4 +227,5 @@ def build_training(events: AdminEvents, tx: Transactions, default_schedule: str)
         events.on(promote_btn.click, on_promote, [version, reason], [message, *all_outputs])
         events.on(rollback_btn.click, on_rollback, [reason], [message, *all_outputs])
         events.on(save_schedule.click, on_schedule, [schedule], [message, *all_outputs])
+        events.on(acknowledge_btn.click, on_acknowledge, [alarm_round], [message, *all_outputs])
     return tab

@@ -18,7 +18,10 @@ from sqlalchemy import func, select
 from annotate.simulate import SimulationSpec, length_scorer, simulate
 from annotate.tasks import create_round_tasks
 from db.models import (
+    Candidate,
+    CandidateOrigin,
     ComparisonTask,
+    Document,
     Judgement,
     ModelKind,
     ModelStatus,
@@ -27,11 +30,15 @@ from db.models import (
     RegistryEvent,
     RoundStatus,
     StageStatus,
+    TaskCandidate,
     TrainingRound,
+    digest,
 )
 from training.errors import UsageError
 from training.registry import rollback
 from training.rounds.config import RoundOptions
+from training.rounds.gate import decide
+from training.rounds.hacking import check_round, open_alarms
 from training.rounds.schedule import parse_schedule
 from training.rounds.store import cancel_round, claim_next, find_round, recover_stale, request_round, round_payload
 from training.worker import Worker
@@ -208,3 +215,60 @@ def test_round_commands(env: Path, ctx) -> None:  # type: ignore[no-untyped-def]
     assert bad.exit_code == 2 and "DAY HH:MM" in bad.output
     with ctx.transaction() as db:
         assert db.scalar(select(func.count(TrainingRound.id))) == 1
+
+
+def _promoted_round_with_batch(ctx, number: int, docs: int = 12) -> None:  # type: ignore[no-untyped-def]
+    """A round that promoted `new` over `old` and sent both policies' summaries of fresh posts to
+    annotators: the new policy's long, the old one's short, the reference in between."""
+    with ctx.transaction() as db:
+        new, old = (ModelVersion(kind=ModelKind.POLICY, name=n, base_model="x") for n in ("new", "old"))
+        promoted = TrainingRound(number=number, status=RoundStatus.SUCCEEDED, options={}, requested_by="test",
+                                 decision={"promote": True, "new": "new", "current": "old"})
+        db.add_all([new, old, promoted])
+        for i in range(docs):
+            text = f"Post {i}: my neighbour's dog barks all night and I cannot sleep."
+            doc = Document(source="test", title=f"Dog {i}", text=text, content_hash=digest(text))
+            texts = [(f"The dog barks all night, every night, and the neighbour will not listen {i}", new),
+                     (f"Dog barks {i}", old), (f"A barking dog keeps me up {i}", None)]
+            cands = [Candidate(document=doc, text=t, text_hash=digest(t), model_version=v,
+                               origin=CandidateOrigin.MODEL if v else CandidateOrigin.REFERENCE) for t, v in texts]
+            db.add(ComparisonTask(document=doc, replication_target=3, round=number + 1,
+                                  slots=[TaskCandidate(candidate=c, slot=j) for j, c in enumerate(cands)]))
+
+
+def _shorter(post: str, texts: list[str]) -> list[float]:
+    return [-float(len(t.split())) for t in texts]
+
+
+@pytest.mark.parametrize(("judge", "alarm"), [(length_scorer, True), (_shorter, False)])
+def test_reward_hacking_alarm(ctx, judge, alarm: bool) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    _promoted_round_with_batch(ctx, 1)
+    # the annotators (simulated) prefer the shortest summary: the old policy's
+    simulate(ctx.transaction, SimulationSpec(raters=3, round=2, label="short"), _shorter)
+    result = check_round(ctx.transaction, 1, judge, "a judge", 0.1, include_simulated=True)
+    assert result is not None and result["human"] == 0.0 and result["verdicts"] == 36 and result["pairs"] == 12
+    assert result["alarm"] is alarm and result["predicted"] == (1.0 if alarm else 0.0)
+    with ctx.transaction() as db:
+        assert open_alarms(db) == ([1] if alarm else [])
+    assert check_round(ctx.transaction, 1, judge, "a judge", 0.1, include_simulated=False) is None  # people only
+    shown = json.loads(CliRunner().invoke(cli, ["round", "show", "1", "--json"]).stdout)["reward_hacking"]
+    assert {k: shown[k] for k in ("alarm", "human", "gap")} == {"alarm": alarm, "human": 0.0,
+                                                                "gap": result["predicted"]}
+    summary = {"reward_new_vs_previous_win_rate": 0.9, "length_change": 0.0, "repeats_layout": {}}
+    with ctx.transaction() as db:
+        blocked = decide(summary, "reward", 0.6, min_win_rate=0.55, max_length_growth=0.2, alarms=open_alarms(db))
+    assert blocked.promote is not alarm
+    if alarm:  # an admin acknowledges it, and promotion may go on
+        assert "round 1 is not acknowledged" in blocked.reasons[0]
+        done = CliRunner().invoke(cli, ["round", "acknowledge", "1"])
+        assert done.exit_code == 0, done.output
+        with ctx.transaction() as db:
+            assert open_alarms(db) == []
+            assert find_round(db, 1).decision["reward_hacking"]["acknowledged_by"].startswith("cli:")
+    else:
+        refused = CliRunner().invoke(cli, ["round", "acknowledge", "1"])
+        assert refused.exit_code == 2 and "no reward-hacking alarm" in refused.output

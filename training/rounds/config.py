@@ -22,6 +22,7 @@ class LoopSettings:
     replication: int = 3
     promote_min_win_rate: float = 0.55
     promote_max_length_growth: float = 0.2
+    hacking_alarm_gap: float = 0.1  # judge's predicted win rate above the annotators' that raises the alarm
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,10 @@ def gate_judge(ranked_by: str, available: list[str]) -> str:
 
 
 def decide(summary: dict[str, Any], judge: str | None, judge_accuracy: float | None, *, min_win_rate: float,
-           max_length_growth: float) -> GateDecision:
+           max_length_growth: float, alarms: list[int] | None = None) -> GateDecision:
     """`judge` None (no judge trained yet, as in round 0): ROUGE-L against the human references
-    stands in for the win rate; the new policy must not score below the current one."""
+    stands in for the win rate; the new policy must not score below the current one. `alarms`:
+    rounds with an unacknowledged reward-hacking alarm, each of which blocks promotion."""
     win = summary.get(f"{judge}_new_vs_previous_win_rate") if judge else None
     length = summary.get("length_change")
     layout = summary.get("repeats_layout") or {}
@@ -57,6 +58,9 @@ def decide(summary: dict[str, Any], judge: str | None, judge_accuracy: float | N
     if layout.get("new", 0.0) > layout.get("previous", 0.0):
         reasons.append(f"restates the prompt's layout in {layout['new']:.0%} of samples, "
                        f"the current policy in {layout['previous']:.0%}")
+    for number in alarms or []:
+        reasons.append(f"the reward-hacking alarm of round {number} is not acknowledged "
+                       f"(`calibra round acknowledge {number}` or the Training page)")
     promote = not reasons
     if promote:
         evidence = (f"ROUGE-L {rouge['new']:.3f} ≥ {rouge['previous']:.3f} (no judge yet)" if judge is None else

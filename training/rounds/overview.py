@@ -2,7 +2,6 @@
 history, and the figures to compare across rounds (long tables, one row a point, ready to plot)."""
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Any
 
@@ -10,18 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import TrainingRound, utcnow
-from training.rounds.store import OPEN, round_payload
+from training.rounds.hacking import open_alarms
+from training.rounds.intervals import wilson
+from training.rounds.store import OPEN, find_round, round_payload
 
 LOG_TAIL = 12  # log lines the page shows of the running stage
-
-
-def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a proportion p out of n (95% by default)."""
-    if n <= 0:
-        return (math.nan, math.nan)
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def _seconds_since(iso: str | None, now: datetime) -> float | None:
@@ -78,8 +70,30 @@ def history(db: Session) -> list[dict[str, Any]]:
             "reward_accuracy": (judges.get("reward") or {}).get("newest_batch_accuracy"),
             "ranker_accuracy": (judges.get("ranker") or {}).get("newest_batch_accuracy"),
             "promoted": decision.get("promote"), "new_policy": decision.get("new"),
+            "reward_hacking": _hacking_line(p["reward_hacking"]),
             "decision": "; ".join(decision.get("reasons") or []) or None, "reason": p["reason"]})
     return rows
+
+
+def _hacking_line(check: dict[str, Any] | None) -> str | None:
+    if not check:
+        return None
+    state = "ALARM" if check["alarm"] else "ok"
+    if check["alarm"] and check.get("acknowledged_by"):
+        state += f" (acknowledged by {check['acknowledged_by']})"
+    return f"{state}: judge {check['predicted']:.2f} vs annotators {check['human']:.2f}"
+
+
+def alarm_text(db: Session) -> str:
+    """The Training page's banner: every unacknowledged reward-hacking alarm, or nothing."""
+    lines = []
+    for number in open_alarms(db):
+        check = find_round(db, number).decision["reward_hacking"]  # type: ignore[index]
+        lines.append(f"⚠ **Reward-hacking alarm, round {number}**: the judge ({check['judge']}) predicted a win rate "
+                     f"of {check['predicted']:.2f} for the new policy, the annotators gave {check['human']:.2f} "
+                     f"over {check['verdicts']} verdicts. Automatic promotion is blocked until an admin "
+                     "acknowledges it.")
+    return "\n\n".join(lines)
 
 
 def trends(db: Session) -> dict[str, list[dict[str, Any]]]:

@@ -35,11 +35,12 @@ from training.artifacts import fingerprint
 from training.candidates import generate_candidates
 from training.errors import UsageError
 from training.generation import SamplingConfig
-from training.judges.jobs import JudgeTrainSpec, evaluate_file, train_and_register
+from training.judges.jobs import JudgeTrainSpec, evaluate_file, judge_scorer, train_and_register
 from training.judges.pairs import PreferencePair, read_pairs, split_by_document
 from training.registry import activate, active_judge, active_policy, find_version, promote
 from training.rounds.config import LoopSettings, RoundOptions
 from training.rounds.gate import decide, gate_judge
+from training.rounds.hacking import check_round, open_alarms, round_versions
 from training.slic.config import RoundSampling
 from training.slic.data import direct_documents
 from training.slic.jobs import evaluate, sample_rank, train
@@ -96,6 +97,8 @@ def snapshot(ctx: RoundContext) -> dict[str, Any]:
     judges' training pairs (earlier rounds too with `pool`) and the newest batch's held-out
     documents (Llama 2 tests a judge on the batch it will judge next)."""
     opts = ctx.options
+    if ctx.number > 0:
+        _check_reward_hacking(ctx, ctx.number - 1)
     with ctx.tx() as db:
         after = _previous_snapshot_end(db, ctx.number)
         new = select(func.min(Judgement.id), func.max(Judgement.id), func.count(Judgement.id)).join(
@@ -136,6 +139,25 @@ def snapshot(ctx: RoundContext) -> dict[str, Any]:
     ctx.log(f"{count} new judgements ({first}–{last}), {len(pairs)} pairs: {len(train_pairs)} to train the judges, "
             f"{len(test_pairs)} held out")
     return snap
+
+
+def _check_reward_hacking(ctx: RoundContext, number: int) -> None:
+    """Before learning from the newest judgements: do the people who judged round `number`'s
+    outputs agree with the judge that ranked its samples (the active reward model when none
+    did, as in round 0)? Recorded on that round; an alarm blocks automatic promotion."""
+    with ctx.tx() as db:
+        versions = round_versions(db, number)
+        if versions is None:
+            return
+        judge = versions[2] or (v.name if (v := active_judge(db, ModelKind.REWARD)) else None)
+    if judge is None:
+        return
+    result = check_round(ctx.tx, number, judge_scorer(ctx.tx, judge), judge, ctx.settings.hacking_alarm_gap,
+                         ctx.options.include_simulated)
+    if result is not None:
+        ctx.log(f"round {number}: {judge} predicted a win rate of {result['predicted']:.2f} for the new policy, "
+                f"the annotators gave {result['human']:.2f} ({result['verdicts']} verdicts)"
+                + ("; REWARD-HACKING ALARM" if result["alarm"] else ""))
 
 
 def _write_pairs(path: Path, pairs: list[PreferencePair]) -> None:
@@ -233,6 +255,7 @@ def policy(ctx: RoundContext) -> dict[str, Any]:
         raise Cancelled()
     ctx.log(f"{name}: {trained['pairs']} pairs, final loss {trained['final_loss']:.3f}")
     return {"version": name, "id": trained["id"], "ranked_by": opts.judge if opts.mode != "direct" else "human",
+            "judge_version": judge_name if opts.mode != "direct" else None,
             "pairs": trained["pairs"], "final_loss": trained["final_loss"]}
 
 
@@ -291,9 +314,11 @@ def evaluate_and_gate(ctx: RoundContext) -> dict[str, Any]:
     summary = evaluate(ctx.tx, ctx.settings.home, model=name, judge=judge_names.get(read) if read else None,
                        reward=judge_names[other[0]] if other else None, previous=current_name,
                        docs=None, document_ids=eval_ids, folder=ctx.folder / "eval", progress=False)
+    with ctx.tx() as db:
+        alarms = open_alarms(db)
     decision = decide(summary, read, accuracy.get(read) if read else None,
                       min_win_rate=ctx.settings.promote_min_win_rate,
-                      max_length_growth=ctx.settings.promote_max_length_growth)
+                      max_length_growth=ctx.settings.promote_max_length_growth, alarms=alarms)
     with ctx.tx() as db:
         if decision.promote:
             version = find_version(db, name)
@@ -301,7 +326,8 @@ def evaluate_and_gate(ctx: RoundContext) -> dict[str, Any]:
             promote(db, version, f"round {ctx.number}", "; ".join(decision.reasons))
         db.get_one(TrainingRound, ctx.round_id).decision = {**decision.as_dict(), "new": name,
                                                             "current": current_name,
-                                                            "judge_accuracy": accuracy}
+                                                            "judge_accuracy": accuracy,
+                                                            "ranking_judge": trained.get("judge_version")}
     ctx.log(("promoted " if decision.promote else "kept the current policy: ") + "; ".join(decision.reasons))
     return {"summary": summary, "decision": decision.as_dict(), "judges": judge_names, "judge_accuracy": accuracy,
             "new": name, "current": current_name}

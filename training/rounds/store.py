@@ -167,6 +167,7 @@ def round_payload(round_: TrainingRound, *, stages: bool = True) -> dict[str, An
         "requested_at": _time(round_.requested_at), "started_at": _time(round_.started_at),
         "finished_at": _time(round_.finished_at), "reason": round_.reason, "options": round_.options,
         "snapshot": round_.snapshot, "decision": round_.decision, "cancel_requested": round_.cancel_requested,
+        "reward_hacking": (round_.decision or {}).get("reward_hacking"),
         "attempts": round_.attempts}
     if stages:
         out["stages"] = [{"name": s.name, "status": s.status.value, "started_at": _time(s.started_at),
