@@ -16,8 +16,10 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from annotate.errors import InvalidInput
 from annotate.judgement_frames import Filters, load_frames
 from annotate.report import agreement_by_round
+from annotate.review import VERDICTS, review_items, settle
 from app.admin_guard import AdminEvents
 from db.engine import Transactions
 from db.models import ModelKind
@@ -33,17 +35,20 @@ NO_ROUNDS = ("No rounds yet. Run one with **Run a round now** (round 0 fine-tune
              "reference summaries), or wait for the schedule.")
 HISTORY_COLUMNS = ["round", "status", "requested_by", "started_at", "minutes", "judgements", "pairs", "judgement_ids",
                    "reward_accuracy", "ranker_accuracy", "promoted", "new_policy", "decision", "reward_hacking",
-                   "reason"]
+                   "disagreement_reviews", "reason"]
 VERSION_COLUMNS = ["id", "kind", "name", "status", "round", "parent", "snapshot", "config", "metrics"]
 
 
 @contextmanager
-def _usage() -> Iterator[None]:
-    """A refusal from the domain (a round already open, a bad schedule) shown as it is."""
+def shown_to_admin() -> Iterator[None]:
+    """A refusal from the domain (a round already open, a bad schedule, an unknown item) shown
+    as it is, naming the field where there is one."""
     try:
         yield
     except UsageError as exc:
         raise gr.Error(str(exc)) from None
+    except InvalidInput as exc:
+        raise gr.Error(f"{exc.field}: {exc.message}" if exc.field else exc.message) from None
 
 
 def _duration(seconds: float | None) -> str:
@@ -104,6 +109,21 @@ def _compact(value: Any) -> str:
     return "" if value is None else json.dumps(value, separators=(", ", ": "), default=str)
 
 
+def reviews_table(items: list[dict[str, Any]]) -> pd.DataFrame:
+    if not items:
+        return pd.DataFrame({"disagreements": ["None open. Rounds queue tasks here where the judge confidently "
+                                               "overrules the annotators' majority."]})
+
+    def text(item: dict[str, Any], key: str) -> str:
+        return next(s["text"] for s in item["summaries"] if s[key])
+
+    return pd.DataFrame([{
+        "item": i["id"], "round": i["round"], "title": i["title"], "document": i["document"][:400],
+        "humans' choice": text(i, "humans_choice"), "judge's choice": text(i, "judges_choice"),
+        "votes": " / ".join(str(s["votes"]) for s in i["summaries"]), "judge P": round(i["confidence"], 3),
+        "judge": i["judge"], "raters": ", ".join(i["raters"])} for i in items])
+
+
 def versions_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     names = {r["id"]: r["name"] for r in rows}
     return pd.DataFrame([{**r, "parent": names.get(r["parent_id"]), "snapshot": _compact(r["snapshot"]),
@@ -139,6 +159,13 @@ def build_training(events: AdminEvents, tx: Transactions, default_schedule: str)
             length_plot = gr.Plot(label="Length")
             layout_plot = gr.Plot(label="Layout restatements")
             agreement_plot = gr.Plot(label="Human agreement")
+        gr.Markdown("### Judge against humans: disagreements to review")
+        reviews = gr.Dataframe(label="Tasks where the judge is confident (P ≥ 0.8) the humans' majority is wrong",
+                               elem_id="review-list", wrap=True)
+        with gr.Row():
+            review_item = gr.Number(0, label="Item", precision=0, elem_id="review-item")
+            review_verdict = gr.Dropdown(list(VERDICTS), value=VERDICTS[0], label="Verdict", elem_id="review-verdict")
+            settle_btn = gr.Button("Settle the item", elem_id="review-settle")
         gr.Markdown("### Model versions")
         versions = gr.Dataframe(label="Versions, newest first (parent, round, data snapshot, config, metrics)",
                                 elem_id="model-versions", wrap=True)
@@ -167,17 +194,18 @@ def build_training(events: AdminEvents, tx: Transactions, default_schedule: str)
             with tx() as db:
                 data, rows = trends(db), list_versions(db)
                 changes, spec = registry_events(db), current_schedule(db, default_schedule)
-                alarms = alarm_text(db)
+                alarms, open_items = alarm_text(db), review_items(db)
                 agreement = agreement_by_round(load_frames(db, Filters(include_simulated=True)).judgements)
             policies = [r["name"] for r in rows if r["kind"] == ModelKind.POLICY.value]
-            return [*live(admin), alarms, *trend_plots(data, agreement), versions_table(rows),
-                    gr.update(choices=policies, value=None), pd.DataFrame(changes), spec, gr.Timer(active=True)]
+            return [*live(admin), alarms, *trend_plots(data, agreement), reviews_table(open_items),
+                    versions_table(rows), gr.update(choices=policies, value=None), pd.DataFrame(changes), spec,
+                    gr.Timer(active=True)]
 
         def acted(text: str) -> Callable[[str], list[Any]]:
             return lambda admin: [text, *everything(admin)]
 
         def on_run(admin: str, n: float | None, kind: str, how: str, sim: bool) -> list[Any]:
-            with _usage(), tx() as db:
+            with shown_to_admin(), tx() as db:
                 if n is not None and n < 0:
                     raise gr.Error("documents: must be 0 (those of the new judgements) or more")
                 options = RoundOptions(docs=int(n) if n else None, judge=kind, mode=how, include_simulated=bool(sim))
@@ -189,7 +217,7 @@ def build_training(events: AdminEvents, tx: Transactions, default_schedule: str)
                 now = live_progress(db)
             if now is None:
                 raise gr.Error("No round is requested or running.")
-            with _usage(), tx() as db:
+            with shown_to_admin(), tx() as db:
                 status = cancel_round(db, now["round"]).status.value
             what = "cancelled" if status == "cancelled" else "will stop at its next check"
             return acted(f"Round {now['round']} {what}.")(admin)
@@ -197,29 +225,34 @@ def build_training(events: AdminEvents, tx: Transactions, default_schedule: str)
         def on_promote(admin: str, name: str | None, why: str) -> list[Any]:
             if not name:
                 raise gr.Error("version: choose a policy version")
-            with _usage(), tx() as db:
+            with shown_to_admin(), tx() as db:
                 promote(db, resolve_version(db, name, (ModelKind.POLICY,)), f"web:{admin}", why or None)
             return acted(f"{name} is the active policy.")(admin)
 
         def on_rollback(admin: str, why: str) -> list[Any]:
-            with _usage(), tx() as db:
+            with shown_to_admin(), tx() as db:
                 target = rollback(db, f"web:{admin}", why or None).model_version_id
                 name = next(r["name"] for r in list_versions(db) if r["id"] == target)
             return acted(f"Rolled back: {name} is the active policy.")(admin)
 
         def on_acknowledge(admin: str, number: float | None) -> list[Any]:
-            with _usage(), tx() as db:
+            with shown_to_admin(), tx() as db:
                 acknowledge(db, int(number or 0), f"web:{admin}")
             return acted(f"Round {int(number or 0)}: alarm acknowledged; rounds may promote again.")(admin)
 
+        def on_settle(admin: str, item: float | None, verdict: str) -> list[Any]:
+            with shown_to_admin(), tx() as db:
+                settle(db, int(item or 0), verdict, f"web:{admin}")
+            return acted(f"Item {int(item or 0)}: {verdict.replace('_', ' ')}.")(admin)
+
         def on_schedule(admin: str, spec: str) -> list[Any]:
-            with _usage(), tx() as db:
+            with shown_to_admin(), tx() as db:
                 stored = set_schedule(db, spec or "", f"web:{admin}")
             return acted(f"Schedule: {stored}.")(admin)
 
         live_outputs = [progress, log, rounds]
         all_outputs = [*live_outputs, alarm, accuracy_plot, win_plot, length_plot, layout_plot, agreement_plot,
-                       versions, version, registry, schedule, timer]
+                       reviews, versions, version, registry, schedule, timer]
         events.on(tab.select, everything, None, all_outputs)
         events.on(timer.tick, live, None, live_outputs)
         events.on(run.click, on_run, [docs, judge, mode, simulated], [message, *all_outputs])
@@ -227,5 +260,6 @@ def build_training(events: AdminEvents, tx: Transactions, default_schedule: str)
         events.on(promote_btn.click, on_promote, [version, reason], [message, *all_outputs])
         events.on(rollback_btn.click, on_rollback, [reason], [message, *all_outputs])
         events.on(save_schedule.click, on_schedule, [schedule], [message, *all_outputs])
+        events.on(settle_btn.click, on_settle, [review_item, review_verdict], [message, *all_outputs])
         events.on(acknowledge_btn.click, on_acknowledge, [alarm_round], [message, *all_outputs])
     return tab

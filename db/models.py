@@ -361,6 +361,36 @@ class RoundStage(Base):
     __table_args__ = (UniqueConstraint("round_id", "name"),)
 
 
+class ReviewVerdict(str, enum.Enum):
+    OPEN = "open"
+    HUMANS_RIGHT = "humans_right"  # the task becomes a gold task with the humans' choice
+    JUDGE_RIGHT = "judge_right"  # the raters of the majority are noted
+    UNCLEAR = "unclear"
+
+
+class DisagreementReview(Base):
+    """A task where a judge confidently (P >= 0.8) prefers another summary than the humans'
+    majority, for an admin to settle."""
+
+    __tablename__ = "disagreement_review"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("comparison_task.id", ondelete="CASCADE"))
+    round: Mapped[int]  # the training round whose judge found it
+    judge: Mapped[str] = mapped_column(String(128))  # the judge version's name
+    human_choice_id: Mapped[int] = mapped_column(ForeignKey("candidate.id"))
+    judge_choice_id: Mapped[int] = mapped_column(ForeignKey("candidate.id"))
+    confidence: Mapped[float]  # the judge's P(judge's choice > humans' choice)
+    votes: Mapped[dict[str, Any]]  # candidate id -> best votes
+    scores: Mapped[dict[str, Any]]  # candidate id -> the judge's P(candidate > humans' choice)
+    raters: Mapped[list[Any]]  # names of who chose the humans' majority
+    verdict: Mapped[ReviewVerdict] = mapped_column(_enum(ReviewVerdict), default=ReviewVerdict.OPEN)
+    decided_by: Mapped[str | None] = mapped_column(String(128))
+    decided_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("task_id", "judge"),)
+
+
 class LoopSetting(Base):
     """A setting of the loop changed at run time (the round schedule), shared by every process:
     the worker's scheduler follows it."""

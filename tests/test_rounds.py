@@ -272,3 +272,50 @@ def test_reward_hacking_alarm(ctx, judge, alarm: bool) -> None:  # type: ignore[
     else:
         refused = CliRunner().invoke(cli, ["round", "acknowledge", "1"])
         assert refused.exit_code == 2 and "no reward-hacking alarm" in refused.output
+
+
+def _prefers_longer(comparisons):  # type: ignore[no-untyped-def]
+    return [0.9 if len(a) > len(b) else 0.1 for _, a, b in comparisons]
+
+
+def test_disagreements_go_to_review(ctx) -> None:  # type: ignore[no-untyped-def]
+    from annotate.errors import InvalidInput
+    from annotate.review import rater_notes, review_items, settle
+    from training.rounds.overview import history
+    from training.rounds.review import find_disagreements, review_counts
+
+    _promoted_round_with_batch(ctx, 1, docs=4)
+    simulate(ctx.transaction, SimulationSpec(raters=3, round=2, label="short"), _shorter)  # all pick the shortest
+    with ctx.transaction() as db:
+        upto = db.scalar(select(func.max(Judgement.id)))
+    agreeing = find_disagreements(ctx.transaction, "agrees", lambda cs: [1 - p for p in _prefers_longer(cs)],
+                                  round_=1, after=None, upto=upto, include_simulated=True)
+    assert agreeing == 0
+    assert find_disagreements(ctx.transaction, "longer", _prefers_longer, round_=1, after=None, upto=upto,
+                              include_simulated=False) == 0  # simulated raters only count when asked
+    added = find_disagreements(ctx.transaction, "longer", _prefers_longer, round_=1, after=None, upto=upto,
+                               include_simulated=True)
+    assert added == 4  # and a second look adds nothing new
+    assert find_disagreements(ctx.transaction, "longer", _prefers_longer, round_=1, after=None, upto=upto,
+                              include_simulated=True) == 0
+    with ctx.transaction() as db:
+        items = review_items(db)
+        assert len(items) == 4 and all(i["confidence"] == 0.9 for i in items)
+        first = items[0]
+        humans = next(s for s in first["summaries"] if s["humans_choice"])
+        judges = next(s for s in first["summaries"] if s["judges_choice"])
+        assert humans["votes"] == 3 and humans["text"].startswith("Dog barks") and judges["text"].startswith("The dog")
+        settle(db, items[0]["id"], "humans_right", "web:boss")
+        settle(db, items[1]["id"], "judge_right", "web:boss")
+        settle(db, items[2]["id"], "unclear", "web:boss")
+        with pytest.raises(InvalidInput, match="settled already") as refused:
+            settle(db, items[0]["id"], "unclear", "web:boss")
+        assert refused.value.field == "item"
+        with pytest.raises(InvalidInput) as bad:
+            settle(db, items[3]["id"], "maybe", "web:boss")
+        assert bad.value.field == "verdict"
+    with ctx.transaction() as db:
+        assert db.get(ComparisonTask, items[0]["task_id"]).gold_candidate_id == humans["candidate_id"]
+        assert rater_notes(db) == {"sim-short-1": 1, "sim-short-2": 1, "sim-short-3": 1}
+        assert review_counts(db) == {1: {"open": 1, "humans_right": 1, "judge_right": 1, "unclear": 1}}
+        assert history(db)[0]["disagreement_reviews"] == "1 humans right, 1 judge right, 1 open, 1 unclear"

@@ -312,15 +312,17 @@ def wait_for_text(page, selector: str, text: str, timeout_ms: int = 30_000) -> N
                            arg=[selector, text], timeout=timeout_ms)
 
 
-def _progress_stages(page, until: str, timeout_s: float) -> list[str]:  # type: ignore[no-untyped-def]
-    """The stages the live progress line names, in order, until the history shows `until`."""
+def _progress_states(page, until: str, timeout_s: float) -> list[str]:  # type: ignore[no-untyped-def]
+    """What the live progress line says, in order ("waiting" or a stage's name), until the
+    history shows `until`."""
     seen: list[str] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         text = page.locator("#round-progress").inner_text()
         match = re.search(r"stage (\w+)", text)
-        if match and (not seen or seen[-1] != match[1]):
-            seen.append(match[1])
+        state = match[1] if match else "waiting" if "waiting for a worker" in text else None
+        if state and (not seen or seen[-1] != state):
+            seen.append(state)
         if until in page.locator("#round-history").inner_text():
             return seen
         time.sleep(0.1)
@@ -337,16 +339,17 @@ def test_admin_runs_watches_and_rolls_back_a_round(app_url: str, browser, loop_r
     worker = Worker(ctx.transaction, ctx.engine, ctx.loop_settings(), create_round_tasks, poll_s=0.2,
                     heartbeat_s=0.2)
     thread = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
-    thread.start()
     try:
         admin, _ = open_as(browser, app_url, "boss")
         admin.get_by_role("tab", name="Training").click()
         wait_for_text(admin, "#round-history", "No rounds yet")
         admin.locator("#round-run").click()
         wait_for_text(admin, "#training-message", "Round 0 requested")
-        stages = _progress_stages(admin, "succeeded", timeout_s=600)
-        # seen live, without reloading the page: the timer moved the line from stage to stage
-        assert len(stages) >= 2 and set(stages) <= {"sft", "evaluate", "next_batch"}, stages
+        wait_for_text(admin, "#round-progress", "waiting for a worker")
+        thread.start()  # a worker comes up, and the page follows it without being reloaded
+        states = _progress_states(admin, "succeeded", timeout_s=600)
+        assert states[0] == "waiting" and len(states) >= 2, states
+        assert set(states[1:]) <= {"sft", "evaluate", "next_batch"}, states
         wait_for_text(admin, "#round-progress", "No round is running.")
         admin.get_by_role("tab", name="Annotate").click()
         admin.get_by_role("tab", name="Training").click()  # opening the tab again reloads the registry
@@ -369,4 +372,5 @@ def test_admin_runs_watches_and_rolls_back_a_round(app_url: str, browser, loop_r
         admin.screenshot(path=str(Path(ctx.settings.home) / "training-tab.png"), full_page=True)
     finally:
         stop.set()
-        thread.join(timeout=60)
+        if thread.is_alive():
+            thread.join(timeout=60)

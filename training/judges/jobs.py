@@ -22,6 +22,7 @@ from training.errors import UsageError
 from training.judges.candidate_ranking import ranking_scores
 from training.judges.config import JudgeConfig
 from training.judges.pairs import PreferencePair, read_pairs, split_by_document, split_newest_round
+from training.judges.scalar_model import ScalarJudge
 from training.judges.store import documents_to_score, mean_score_by_source, pairs_from_database, score_document
 from training.judges.trainer import KINDS, JudgeResult, evaluate_judge, load_judge, train_judge
 from training.registry import JUDGE_KINDS, check_name_free, find_version, register_version, resolve_version
@@ -188,13 +189,18 @@ def score_documents(tx: Transactions, model: str, document_ids: Sequence[int] | 
             "mean_score_by_source": means}
 
 
-def judge_scorer(tx: Transactions, model: str) -> Callable[[str, list[str]], list[float]]:
-    """A trained judge as a simulated rater's scorer (AI feedback): the summaries of a post in
-    the order it ranks them, best first (a score of minus the rank)."""
+def load_version(tx: Transactions, model: str) -> ScalarJudge:
+    """A registered judge (name or id), loaded to score."""
     with tx() as db:
         version = resolve_version(db, model, JUDGE_KINDS)
         kind, path = version.kind.value, version.artifact_path or version.base_model
-    judge = load_judge(kind, path)
+    return load_judge(kind, path)
+
+
+def judge_scorer(tx: Transactions, model: str) -> Callable[[str, list[str]], list[float]]:
+    """A trained judge as a simulated rater's scorer (AI feedback): the summaries of a post in
+    the order it ranks them, best first (a score of minus the rank)."""
+    judge = load_version(tx, model)
 
     def score(post: str, texts: list[str]) -> list[float]:
         ranking = judge.rank(post, texts)

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from db.models import TrainingRound, utcnow
 from training.rounds.hacking import open_alarms
 from training.rounds.intervals import wilson
+from training.rounds.review import counts_line, review_counts
 from training.rounds.store import OPEN, find_round, round_payload
 
 LOG_TAIL = 12  # log lines the page shows of the running stage
@@ -56,6 +57,7 @@ def history(db: Session) -> list[dict[str, Any]]:
     """Every round, newest first: status, timings, data snapshot, the judges' accuracy, the gate's
     decision and its reason."""
     rows = []
+    reviews = review_counts(db)
     for round_ in db.scalars(select(TrainingRound).order_by(TrainingRound.number.desc())):
         p = round_payload(round_)
         snap, decision, judges = p["snapshot"] or {}, p["decision"] or {}, _stage(p, "judges")
@@ -71,6 +73,7 @@ def history(db: Session) -> list[dict[str, Any]]:
             "ranker_accuracy": (judges.get("ranker") or {}).get("newest_batch_accuracy"),
             "promoted": decision.get("promote"), "new_policy": decision.get("new"),
             "reward_hacking": _hacking_line(p["reward_hacking"]),
+            "disagreement_reviews": counts_line(reviews.get(p["round"])),
             "decision": "; ".join(decision.get("reasons") or []) or None, "reason": p["reason"]})
     return rows
 

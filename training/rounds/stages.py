@@ -35,12 +35,13 @@ from training.artifacts import fingerprint
 from training.candidates import generate_candidates
 from training.errors import UsageError
 from training.generation import SamplingConfig
-from training.judges.jobs import JudgeTrainSpec, evaluate_file, judge_scorer, train_and_register
+from training.judges.jobs import JudgeTrainSpec, evaluate_file, judge_scorer, load_version, train_and_register
 from training.judges.pairs import PreferencePair, read_pairs, split_by_document
 from training.registry import activate, active_judge, active_policy, find_version, promote
 from training.rounds.config import LoopSettings, RoundOptions
 from training.rounds.gate import decide, gate_judge
 from training.rounds.hacking import check_round, open_alarms, round_versions
+from training.rounds.review import find_disagreements
 from training.slic.config import RoundSampling
 from training.slic.data import direct_documents
 from training.slic.jobs import evaluate, sample_rank, train
@@ -217,7 +218,24 @@ def judges(ctx: RoundContext) -> dict[str, Any]:
         ctx.log(f"{name}: {new_acc if new_acc is None else round(new_acc, 3)} on the newest batch "
                 f"(current {current_name}: {current_acc if current_acc is None else round(current_acc, 3)}); "
                 f"{'used' if used else 'kept as a record, not used'}")
+    out["disagreements"] = _queue_disagreements(ctx)
     return out
+
+
+def _queue_disagreements(ctx: RoundContext) -> int:
+    """The newest batch's tasks where the reward model now in use confidently overrules the
+    humans' majority, queued for an admin's review."""
+    snap = ctx.metrics("snapshot")
+    with ctx.tx() as db:
+        judge = active_judge(db, ModelKind.REWARD)
+        name = judge.name if judge is not None else None
+    if name is None or not snap:
+        return 0
+    added = find_disagreements(ctx.tx, name, load_version(ctx.tx, name).prefer, round_=ctx.number,
+                               after=snap.get("after"), upto=snap["judgement_id_max"],
+                               include_simulated=ctx.options.include_simulated)
+    ctx.log(f"{added} task(s) where {name} confidently overrules the humans' majority, queued for review")
+    return added
 
 
 def _judge_for(db: Session, kind: str) -> ModelVersion:
