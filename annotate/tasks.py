@@ -105,8 +105,29 @@ def create_tasks(db: Session, spec: TaskSpec, *, source: str | None = None, limi
     return created
 
 
-def create_round_tasks(db: Session, document_ids: list[int], round_: int, replication: int) -> int:
-    """The comparison tasks a training round sends to annotators: one per document, 2-4 of its
-    new candidates with the reference, tagged with the round; how many were created."""
+def create_pair_tasks(db: Session, spec: TaskSpec, pairs: dict[int, tuple[int, int]]) -> list[ComparisonTask]:
+    """One task per document showing exactly the given two of its candidates."""
+    created = []
+    for document_id, (a, b) in pairs.items():
+        for cid in (a, b):
+            cand = db.get(Candidate, cid)
+            if cand is None or cand.document_id != document_id:
+                raise InvalidInput(f"candidate {cid} is not a candidate of document {document_id}", field="pairs")
+        task = ComparisonTask(document_id=document_id, replication_target=spec.replication, round=spec.round,
+                              batch=spec.batch, priority=spec.priority,
+                              slots=[TaskCandidate(candidate_id=a, slot=0), TaskCandidate(candidate_id=b, slot=1)])
+        db.add(task)
+        created.append(task)
+    db.flush()
+    return created
+
+
+def create_round_tasks(db: Session, document_ids: list[int], round_: int, replication: int,
+                       pairs: dict[int, tuple[int, int]] | None = None) -> int:
+    """The comparison tasks a training round sends to annotators, tagged with the round: one per
+    document, 2-4 of its new candidates with the reference, or, where `pairs` names them, the
+    two candidates chosen (the comparisons the judge is least sure of); how many were created."""
     spec = TaskSpec(per_task=4, replication=replication, round=round_, batch=f"round-{round_}")
+    if pairs:
+        return len(create_pair_tasks(db, spec, pairs))
     return len(create_tasks(db, spec, document_ids=document_ids))

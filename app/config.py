@@ -31,6 +31,8 @@ class Settings:
                 "`calibra round schedule` overrides it"})
     promote_min_win_rate: float = field(default=0.55, metadata={"help": "the gate's win rate over the current policy"})
     promote_max_length_growth: float = field(default=0.2, metadata={"help": "the gate's limit on summary growth"})
+    next_batch_selection: str = field(default="random", metadata={
+        "help": "random | uncertainty: the next batch's comparisons at random, or where the judge is least sure"})
     hacking_alarm_gap: float = field(default=0.1, metadata={
         "help": "a judge predicting a win rate this much above the annotators' raises the reward-hacking alarm"})
     config_file: Path | None = None
@@ -85,12 +87,20 @@ def _coerce(name: str, value: Any) -> Any:
     kinds: dict[str, Callable[[Any], Any]] = {
         "max_document_chars": int, "lease_minutes": float, "replication": int, "gold_rate": float,
         "round_min_judgements": int, "round_ranker": _boolean, "round_batch_docs": int, "round_schedule": str,
-        "promote_min_win_rate": float, "promote_max_length_growth": float}
+        "promote_min_win_rate": float, "promote_max_length_growth": float, "hacking_alarm_gap": float,
+        "next_batch_selection": _selection}
     try:
         return kinds[name](value)
     except (TypeError, ValueError):
         raise ValueError(f"setting {name}: {value!r} is not a valid {getattr(kinds[name], '__name__', 'value')}") \
             from None
+
+
+def _selection(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("random", "uncertainty"):
+        raise ValueError(value)
+    return text
 
 
 def _boolean(value: Any) -> bool:

@@ -31,7 +31,7 @@ class Context:
                             ranker=s.round_ranker, batch_docs=s.round_batch_docs, replication=s.replication,
                             promote_min_win_rate=s.promote_min_win_rate,
                             promote_max_length_growth=s.promote_max_length_growth,
-                            hacking_alarm_gap=s.hacking_alarm_gap)
+                            hacking_alarm_gap=s.hacking_alarm_gap, next_batch_selection=s.next_batch_selection)
 
 
 def open_context(settings: Settings | None = None) -> Context:

@@ -101,8 +101,14 @@ def test_round_zero_then_two_rounds_on_simulated_judgements(loop, tiny_encoder: 
     assert second["decision"]["judge"] == "reward" and "judge_accuracy" in second["decision"]
 
     simulate(ctx.transaction, SimulationSpec(raters=3, round=second["round"] + 1, label="again"), length_scorer)
-    third = _run(ctx, worker, _tiny_options(tiny_encoder))
+    third = _run(ctx, worker, _tiny_options(tiny_encoder, next_batch_selection="uncertainty"))
     assert third["status"] == "succeeded", third
+    assert _stage(second, "next_batch")["metrics"]["selection"] == "random"
+    picked = _stage(third, "next_batch")["metrics"]
+    assert picked["selection"] == "uncertainty" and picked["tasks"] == 5  # batch_docs, from a pool twice that
+    with ctx.transaction() as db:  # the pair the judge was least sure of, alone
+        pair_tasks = list(db.scalars(select(ComparisonTask).where(ComparisonTask.round == third["round"] + 1)))
+        assert len(pair_tasks) == 5 and all(len(t.slots) == 2 for t in pair_tasks)
     # the third round trains on judgements of the second round's outputs, and only those
     assert third["snapshot"]["judgement_id_min"] > second["snapshot"]["judgement_id_max"]
     with ctx.transaction() as db:
@@ -319,3 +325,20 @@ def test_disagreements_go_to_review(ctx) -> None:  # type: ignore[no-untyped-def
         assert rater_notes(db) == {"sim-short-1": 1, "sim-short-2": 1, "sim-short-3": 1}
         assert review_counts(db) == {1: {"open": 1, "humans_right": 1, "judge_right": 1, "unclear": 1}}
         assert history(db)[0]["disagreement_reviews"] == "1 humans right, 1 judge right, 1 open, 1 unclear"
+
+
+def test_uncertainty_picks_the_closest_calls() -> None:
+    from training.rounds.selection import most_uncertain, random_documents, uncertain_pairs
+
+    assert most_uncertain([0.9, 0.45, 0.5, 0.2, 0.55], 3) == [2, 1, 4]
+    assert random_documents([5, 6, 7, 8], 2, seed=1) == random_documents([5, 6, 7, 8], 2, seed=1)
+    assert random_documents([5, 6], 9, seed=1) == [5, 6]
+    # the judge's P(a > b) is the share of a's length in the pair: equal lengths are a coin toss
+    candidates = {1: [(10, "a b c"), (11, "a b c d e f"), (12, "x y z")], 2: [(20, "a"), (21, "a b c d")],
+                  3: [(30, "a b"), (31, "a b c")]}
+    posts = dict.fromkeys(candidates, "post")
+
+    def prefer(comparisons):  # type: ignore[no-untyped-def]
+        return [len(a.split()) / (len(a.split()) + len(b.split())) for _, a, b in comparisons]
+
+    assert uncertain_pairs(posts, candidates, prefer, 2) == {1: (10, 12), 3: (30, 31)}

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from training.errors import UsageError
+from training.rounds.selection import SELECTIONS
 
 JUDGES = ("reward", "ranker")
 MODES = ("sample-rank", "direct")
@@ -22,6 +23,7 @@ class LoopSettings:
     replication: int = 3
     promote_min_win_rate: float = 0.55
     promote_max_length_growth: float = 0.2
+    next_batch_selection: str = "random"  # or uncertainty: the comparisons the judge is least sure of
     hacking_alarm_gap: float = 0.1  # judge's predicted win rate above the annotators' that raises the alarm
 
 
@@ -37,6 +39,7 @@ class RoundOptions:
     eval_docs: int = 30  # held-out documents for the evaluation
     per_doc: int = 8  # sample-rank's m
     batch_docs: int | None = None  # default: the round_batch_docs setting
+    next_batch_selection: str | None = None  # random | uncertainty; default: the setting
     sft_docs: int | None = None  # round 0: documents with a human reference to fine-tune on
     sft_preferred: bool = False  # round 0: also the human-preferred summary of each pair
     judge_settings: dict[str, Any] = field(default_factory=dict)  # JudgeConfig fields (backbone, epochs, ...)
@@ -47,6 +50,8 @@ class RoundOptions:
             raise UsageError(f"judge must be reward or ranker, not {self.judge!r}")
         if self.mode not in MODES:
             raise UsageError(f"mode must be sample-rank or direct, not {self.mode!r}")
+        if self.next_batch_selection not in (None, *SELECTIONS):
+            raise UsageError(f"next_batch_selection must be random or uncertainty, not {self.next_batch_selection!r}")
         for name in ("docs", "batch_docs", "sft_docs"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -18,9 +18,10 @@ from typing import Any, Protocol
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from annotate.export import ExportConfig, Filters, preference_pairs, write_table
+from annotate.export import ExportConfig, Filters, format_post, preference_pairs, write_table
 from db.engine import Transactions
 from db.models import (
+    Candidate,
     ComparisonTask,
     Document,
     Judgement,
@@ -29,6 +30,7 @@ from db.models import (
     Rater,
     RoundStage,
     StageStatus,
+    TaskCandidate,
     TrainingRound,
 )
 from training.artifacts import fingerprint
@@ -42,6 +44,7 @@ from training.rounds.config import LoopSettings, RoundOptions
 from training.rounds.gate import decide, gate_judge
 from training.rounds.hacking import check_round, open_alarms, round_versions
 from training.rounds.review import find_disagreements
+from training.rounds.selection import POOL_FACTOR, random_documents, uncertain_pairs
 from training.slic.config import RoundSampling
 from training.slic.data import direct_documents
 from training.slic.jobs import evaluate, sample_rank, train
@@ -61,7 +64,8 @@ class TaskMaker(Protocol):
     """Creates the comparison tasks of the next batch (the annotation side's `create_tasks`):
     passed in by the app, so that training does not depend on how tasks are built."""
 
-    def __call__(self, db: Session, document_ids: list[int], round_: int, replication: int) -> int: ...
+    def __call__(self, db: Session, document_ids: list[int], round_: int, replication: int,
+                 pairs: dict[int, tuple[int, int]] | None = None) -> int: ...
 
 
 @dataclass
@@ -352,28 +356,61 @@ def evaluate_and_gate(ctx: RoundContext) -> dict[str, Any]:
 
 
 def next_batch(ctx: RoundContext) -> dict[str, Any]:
-    """Candidates for fresh documents (imported, in no task yet) from the promoted policy and
-    the one before it, with the human reference, as the comparison tasks of round R+1: the
-    annotators judge the newest model next."""
+    """Candidates for fresh documents (imported, in no task yet, not held out for evaluation)
+    from the promoted policy and the one before it, as the comparison tasks of round R+1: the
+    annotators judge the newest model next. `random` selection: documents at random, each task
+    2-4 candidates with the human reference; `uncertainty`: the documents and pairs the current
+    judge is least sure of (`training.rounds.selection`)."""
     batch_docs = ctx.options.batch_docs or ctx.settings.batch_docs
+    selection = ctx.options.next_batch_selection or ctx.settings.next_batch_selection
     evaluated = ctx.metrics("evaluate")
+    seed = random.Random(ctx.number).randrange(2**31)
     with ctx.tx() as db:
+        held_out = set(_evaluation_documents(db, ctx, exclude=set()))
         used = select(ComparisonTask.document_id)
-        fresh = list(db.scalars(select(Document.id).where(Document.has_text.is_(True), Document.id.not_in(used))
-                                .order_by(Document.id).limit(batch_docs)))
+        fresh = [i for i in db.scalars(select(Document.id).where(Document.has_text.is_(True), Document.id.not_in(used))
+                                       .order_by(Document.id)) if i not in held_out]
         active = active_policy(db)
         assert active is not None
         # the promoted policy and the one it replaced (the same one twice when nothing was promoted)
         sources = list(dict.fromkeys([active.name, evaluated.get("current") or active.name]))
+        judge = active_judge(db, ModelKind.REWARD)
+        judge_name = judge.name if judge is not None else None
     if not fresh:
-        raise Skip("no fresh documents for the next batch (every document is in a task): import more with "
-                   "`calibra import documents FILE`")
+        raise Skip("no fresh documents for the next batch (every document is in a task or held out): import more "
+                   "with `calibra import documents FILE`")
+    uncertain = selection == "uncertainty" and judge_name is not None
+    pool = random_documents(fresh, batch_docs * (POOL_FACTOR if uncertain else 1), seed)
     added = {}
     for source in sources:
-        cfg = SamplingConfig(per_doc=2 if len(sources) == 1 else 1, seed=random.Random(ctx.number).randrange(2**31))
-        result = generate_candidates(ctx.tx, cfg, model=source, document_ids=fresh, progress=False)
+        cfg = SamplingConfig(per_doc=2 if len(sources) == 1 else 1, seed=seed)
+        result = generate_candidates(ctx.tx, cfg, model=source, document_ids=pool, progress=False)
         added[source] = result["candidates_added"]
+    pairs = _uncertain_pairs(ctx, pool, sources, judge_name, batch_docs) if uncertain and judge_name else None
+    chosen = sorted(pairs) if pairs else pool
     with ctx.tx() as db:
-        tasks = ctx.make_tasks(db, fresh, ctx.number + 1, ctx.settings.replication)
-    ctx.log(f"{tasks} tasks for round {ctx.number + 1} on {len(fresh)} fresh documents from {', '.join(sources)}")
-    return {"documents": len(fresh), "tasks": tasks, "round": ctx.number + 1, "candidates": added}
+        tasks = ctx.make_tasks(db, chosen, ctx.number + 1, ctx.settings.replication, pairs=pairs)
+    how = f"the pairs {judge_name} is least sure of" if pairs else "documents at random"
+    ctx.log(f"{tasks} tasks for round {ctx.number + 1} on {len(chosen)} fresh documents from {', '.join(sources)} "
+            f"({how})")
+    return {"documents": len(chosen), "tasks": tasks, "round": ctx.number + 1, "candidates": added,
+            "selection": "uncertainty" if pairs else "random"}
+
+
+def _uncertain_pairs(ctx: RoundContext, pool: list[int], sources: list[str], judge: str,
+                     k: int) -> dict[int, tuple[int, int]]:
+    """The sources' samples of each pooled document, and the k documents (with one pair each)
+    whose pair the judge finds closest to a coin toss."""
+    with ctx.tx() as db:
+        version_ids = [v.id for name in sources if (v := find_version(db, name)) is not None]
+        in_tasks = select(TaskCandidate.candidate_id)
+        rows = db.execute(select(Candidate.document_id, Candidate.id, Candidate.text).where(
+            Candidate.document_id.in_(pool), Candidate.model_version_id.in_(version_ids),
+            Candidate.id.not_in(in_tasks)))
+        candidates: dict[int, list[tuple[int, str]]] = {}
+        for doc_id, cid, text in rows:
+            candidates.setdefault(doc_id, []).append((cid, text))
+        posts = {d.id: format_post(d.subreddit, d.title, d.text)
+                 for d in db.scalars(select(Document).where(Document.id.in_(list(candidates))))}
+    candidates = {d: c for d, c in candidates.items() if len(c) >= 2}
+    return uncertain_pairs(posts, candidates, load_version(ctx.tx, judge).prefer, k)
