@@ -40,6 +40,8 @@ def round_run(
     batch_docs: Annotated[int | None, typer.Option(help="fresh documents for the next batch (default: the "
                                                         "round_batch_docs setting)")] = None,
     pool: Annotated[bool, typer.Option("--pool", help="train the judges on every round's judgements")] = False,
+    next_batch_selection: Annotated[str | None, typer.Option(
+        help="random | uncertainty (default: the next_batch_selection setting)")] = None,
     include_simulated: Annotated[bool, typer.Option("--include-simulated",
                                                     help="simulated raters' judgements count")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -56,7 +58,7 @@ def round_run(
     from training.rounds.store import request_round, round_payload
 
     options = RoundOptions(docs=docs, judge=judge, mode=mode, eval_docs=eval_docs, batch_docs=batch_docs, pool=pool,
-                           include_simulated=include_simulated)
+                           include_simulated=include_simulated, next_batch_selection=next_batch_selection)
     ctx = open_context()
     with ctx.transaction() as db:
         requested = round_payload(request_round(db, options, _actor()), stages=False)
