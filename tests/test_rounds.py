@@ -39,6 +39,7 @@ from training.registry import rollback
 from training.rounds.config import RoundOptions
 from training.rounds.gate import decide
 from training.rounds.hacking import check_round, open_alarms
+from training.rounds.overview import history, trends
 from training.rounds.schedule import parse_schedule
 from training.rounds.store import cancel_round, claim_next, find_round, recover_stale, request_round, round_payload
 from training.worker import Worker
@@ -106,6 +107,13 @@ def test_round_zero_then_two_rounds_on_simulated_judgements(loop, tiny_encoder: 
     assert _stage(second, "next_batch")["metrics"]["selection"] == "random"
     picked = _stage(third, "next_batch")["metrics"]
     assert picked["selection"] == "uncertainty" and picked["tasks"] == 5  # batch_docs, from a pool twice that
+    with ctx.transaction() as db:  # what the Training tab shows of these rounds
+        shown = trends(db)
+        newest = [r["round"] for r in shown["judge_accuracy"] if r["test set"] == "newest batch"]
+        assert newest == [second["round"], third["round"]]
+        assert {r["comparison"] for r in shown["win_rate"]} >= {"new vs previous", "new vs reference"}
+        assert all(r["low"] <= r["win_rate"] <= r["high"] for r in shown["win_rate"])
+        assert [r["round"] for r in history(db)] == [third["round"], second["round"], 1, 0]
     with ctx.transaction() as db:  # the pair the judge was least sure of, alone
         pair_tasks = list(db.scalars(select(ComparisonTask).where(ComparisonTask.round == third["round"] + 1)))
         assert len(pair_tasks) == 5 and all(len(t.slots) == 2 for t in pair_tasks)
@@ -287,7 +295,6 @@ def _prefers_longer(comparisons):  # type: ignore[no-untyped-def]
 def test_disagreements_go_to_review(ctx) -> None:  # type: ignore[no-untyped-def]
     from annotate.errors import InvalidInput
     from annotate.review import rater_notes, review_items, settle
-    from training.rounds.overview import history
     from training.rounds.review import find_disagreements, review_counts
 
     _promoted_round_with_batch(ctx, 1, docs=4)

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import TrainingRound, utcnow
+from training.rounds.config import JUDGES
 from training.rounds.hacking import open_alarms
 from training.rounds.intervals import wilson
 from training.rounds.review import counts_line, review_counts
@@ -108,7 +109,9 @@ def trends(db: Session) -> dict[str, list[dict[str, Any]]]:
     for round_ in db.scalars(select(TrainingRound).order_by(TrainingRound.number)):
         p = round_payload(round_)
         number = p["round"]
-        for kind, judged in _stage(p, "judges").items():
+        judges = _stage(p, "judges")
+        for kind in JUDGES:
+            judged = judges.get(kind) or {}
             if judged.get("newest_batch_accuracy") is not None:
                 out["judge_accuracy"].append({"round": number, "judge": kind, "test set": "newest batch",
                                               "accuracy": judged["newest_batch_accuracy"]})
