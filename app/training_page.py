@@ -118,7 +118,7 @@ def reviews_table(items: list[dict[str, Any]]) -> pd.DataFrame:
         return next(s["text"] for s in item["summaries"] if s[key])
 
     return pd.DataFrame([{
-        "item": i["id"], "round": i["round"], "title": i["title"], "document": i["document"][:400],
+        "item": i["id"], "round": i["round"], "title": i["title"], "document": i["document"][:240],
         "humans' choice": text(i, "humans_choice"), "judge's choice": text(i, "judges_choice"),
         "votes": " / ".join(str(s["votes"]) for s in i["summaries"]), "judge P": round(i["confidence"], 3),
         "judge": i["judge"], "raters": ", ".join(i["raters"])} for i in items])
@@ -151,7 +151,7 @@ def build_training(events: AdminEvents, tx: Transactions, default_schedule: str)
             acknowledge_btn = gr.Button("Acknowledge the reward-hacking alarm", elem_id="alarm-acknowledge")
         progress = gr.Markdown("No round is running.", elem_id="round-progress")
         log = gr.Textbox(label="Last log lines", lines=6, interactive=False, elem_id="round-log")
-        rounds = gr.Dataframe(label="Rounds", elem_id="round-history", wrap=True)
+        rounds = gr.Dataframe(label="Rounds", elem_id="round-history", max_height=420)
         with gr.Row():
             accuracy_plot = gr.Plot(label="Judge accuracy")
             win_plot = gr.Plot(label="Win rates")
@@ -161,14 +161,14 @@ def build_training(events: AdminEvents, tx: Transactions, default_schedule: str)
             agreement_plot = gr.Plot(label="Human agreement")
         gr.Markdown("### Judge against humans: disagreements to review")
         reviews = gr.Dataframe(label="Tasks where the judge is confident (P ≥ 0.8) the humans' majority is wrong",
-                               elem_id="review-list", wrap=True)
+                               elem_id="review-list", wrap=True, max_height=520)
         with gr.Row():
             review_item = gr.Number(0, label="Item", precision=0, elem_id="review-item")
             review_verdict = gr.Dropdown(list(VERDICTS), value=VERDICTS[0], label="Verdict", elem_id="review-verdict")
             settle_btn = gr.Button("Settle the item", elem_id="review-settle")
         gr.Markdown("### Model versions")
         versions = gr.Dataframe(label="Versions, newest first (parent, round, data snapshot, config, metrics)",
-                                elem_id="model-versions", wrap=True)
+                                elem_id="model-versions", max_height=420)
         with gr.Row():
             version = gr.Dropdown(label="Policy version", allow_custom_value=True, elem_id="promote-version")
             reason = gr.Textbox(label="Reason (recorded)", elem_id="registry-reason")
