@@ -445,6 +445,18 @@ def demo_seed(per_doc: Annotated[int, typer.Option(help="samples per post from t
     typer.echo(f"demo logins: {', '.join(DEMO_USERS)} (password: {DEMO_PASSWORD})")
 
 
+def _worker_child() -> None:
+    """Set up the worker `serve` starts: a lower priority (annotators' requests come first on a
+    small machine), and on Linux a SIGTERM from the kernel when the app's process ends, however
+    it ends (a killed app leaves no worker behind; its round resumes with the next worker)."""
+    os.nice(10)
+    if sys.platform == "linux":
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
 @cli.command()
 @reports_errors
 def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
@@ -464,8 +476,7 @@ def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "127
     ctx = open_context()
     child = None
     if not no_worker:
-        # a lower priority: annotators' requests come first on a small machine
-        child = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], preexec_fn=lambda: os.nice(10))
+        child = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], preexec_fn=_worker_child)
     typer.echo(f"Calibra is running at http://{host}:{port}/")
     try:
         launch(ctx, host, port)

@@ -58,6 +58,7 @@ from training.rounds.store import find_round, request_round
 
 PASSWORD = "load-test-pass"
 POSTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tldr" / "posts_test400.jsonl"
+MODELS = Path(__file__).resolve().parents[1] / ".calibra" / "models"
 
 
 @dataclass
@@ -132,9 +133,11 @@ def wait_for_training(ctx, number: int, timeout: float = 600) -> None:  # type: 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with ctx.transaction() as db:
-            stages = find_round(db, number).stages
-            if any((s.progress or {}).get("step", 0) >= 1 for s in stages):
+            round_ = find_round(db, number)
+            if any((s.progress or {}).get("step", 0) >= 1 for s in round_.stages):
                 return
+            if round_.status.value in ("failed", "cancelled", "skipped"):
+                raise RuntimeError(f"round {number} {round_.status.value}: {round_.reason}")
         time.sleep(1)
     raise RuntimeError("the worker did not start training")
 
@@ -162,6 +165,7 @@ def run_level(n: int, tasks: int, seconds: float, max_calls: int, think: float,
               round_running: bool = False) -> dict[str, object]:
     home = Path(tempfile.mkdtemp(prefix=f"calibra-load-{n}-"))
     os.environ["CALIBRA_HOME"] = str(home)
+    os.environ.setdefault("CALIBRA_MODELS_DIR", str(MODELS))  # the round's worker loads the default policy
     ctx = open_context(load_settings())
     seed(ctx, tasks, n)
     number = start_training(ctx) if round_running else None

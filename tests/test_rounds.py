@@ -349,3 +349,32 @@ def test_uncertainty_picks_the_closest_calls() -> None:
         return [len(a.split()) / (len(a.split()) + len(b.split())) for _, a, b in comparisons]
 
     assert uncertain_pairs(posts, candidates, prefer, 2) == {1: (10, 12), 3: (30, 31)}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the kernel's parent-death signal is Linux's")
+def test_the_worker_beside_the_app_stops_with_it(env: Path, ctx) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children = Path(f"/proc/{app.pid}/task/{app.pid}/children")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not children.read_text().split():
+            time.sleep(0.2)
+        (worker,) = map(int, children.read_text().split())
+        assert "worker" in Path(f"/proc/{worker}/cmdline").read_text()
+    finally:
+        app.send_signal(signal.SIGKILL)  # no chance to clean up: the kernel tells the worker
+        app.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and Path(f"/proc/{worker}").exists():
+        state = Path(f"/proc/{worker}/stat").read_text().split()[2] if Path(f"/proc/{worker}").exists() else "X"
+        if state == "Z":  # gone, only not yet reaped by its new parent
+            break
+        time.sleep(0.2)
+    else:
+        assert not Path(f"/proc/{worker}").exists(), "the worker outlived the app"
