@@ -88,15 +88,17 @@ def _coerce(name: str, value: Any) -> Any:
         "max_document_chars": int, "lease_minutes": float, "replication": int, "gold_rate": float,
         "round_min_judgements": int, "round_ranker": _boolean, "round_batch_docs": int, "round_schedule": str,
         "promote_min_win_rate": float, "promote_max_length_growth": float, "hacking_alarm_gap": float,
-        "next_batch_selection": _selection}
+        "next_batch_selection": random_or_uncertainty}
     try:
         return kinds[name](value)
     except (TypeError, ValueError):
-        raise ValueError(f"setting {name}: {value!r} is not a valid {getattr(kinds[name], '__name__', 'value')}") \
+        raise ValueError(f"setting {name}: {value!r} is not a valid "
+                         f"{getattr(kinds[name], '__name__', 'value').replace('_', ' ')}") \
             from None
 
 
-def _selection(value: Any) -> str:
+def random_or_uncertainty(value: Any) -> str:
+    """The next batch's selection (named so that a refusal says what it wants)."""
     text = str(value).strip().lower()
     if text not in ("random", "uncertainty"):
         raise ValueError(value)

@@ -43,3 +43,11 @@ def test_the_config_file_in_the_given_home_is_found(tmp_path: Path, monkeypatch:
     s = load_settings(environ={"CALIBRA_HOME": str(tmp_path / "elsewhere")})
     assert s.replication == 7 and s.config_file == tmp_path / "elsewhere" / "calibra.toml"
     assert load_settings(environ={}).replication == 3
+
+
+def test_loop_settings_are_checked() -> None:
+    settings = load_settings(environ={"CALIBRA_NEXT_BATCH_SELECTION": " Uncertainty ",
+                                      "CALIBRA_HACKING_ALARM_GAP": "0.2"})
+    assert (settings.next_batch_selection, settings.hacking_alarm_gap) == ("uncertainty", 0.2)
+    with pytest.raises(ConfigError, match="next_batch_selection: 'smart' is not a valid random or uncertainty"):
+        load_settings(environ={"CALIBRA_NEXT_BATCH_SELECTION": "smart"})
