@@ -7,7 +7,7 @@ server; each calls one domain function and lays out what it returns.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -201,8 +201,9 @@ def build_training(events: AdminEvents, tx: Transactions, default_schedule: str)
                     versions_table(rows), gr.update(choices=policies, value=None), pd.DataFrame(changes), spec,
                     gr.Timer(active=True)]
 
-        def acted(text: str) -> Callable[[str], list[Any]]:
-            return lambda admin: [text, *everything(admin)]
+        def acted(admin: str, text: str) -> list[Any]:
+            """What an action returns: its message, then the whole tab afresh."""
+            return [text, *everything(admin)]
 
         def on_run(admin: str, n: float | None, kind: str, how: str, sim: bool) -> list[Any]:
             with shown_to_admin(), tx() as db:
@@ -210,7 +211,7 @@ def build_training(events: AdminEvents, tx: Transactions, default_schedule: str)
                     raise gr.Error("documents: must be 0 (those of the new judgements) or more")
                 options = RoundOptions(docs=int(n) if n else None, judge=kind, mode=how, include_simulated=bool(sim))
                 number = request_round(db, options, f"web:{admin}").number
-            return acted(f"Round {number} requested; a worker picks it up within seconds.")(admin)
+            return acted(admin, f"Round {number} requested; a worker picks it up within seconds.")
 
         def on_cancel(admin: str) -> list[Any]:
             with tx() as db:
@@ -220,35 +221,35 @@ def build_training(events: AdminEvents, tx: Transactions, default_schedule: str)
             with shown_to_admin(), tx() as db:
                 status = cancel_round(db, now["round"]).status.value
             what = "cancelled" if status == "cancelled" else "will stop at its next check"
-            return acted(f"Round {now['round']} {what}.")(admin)
+            return acted(admin, f"Round {now['round']} {what}.")
 
         def on_promote(admin: str, name: str | None, why: str) -> list[Any]:
             if not name:
                 raise gr.Error("version: choose a policy version")
             with shown_to_admin(), tx() as db:
                 promote(db, resolve_version(db, name, (ModelKind.POLICY,)), f"web:{admin}", why or None)
-            return acted(f"{name} is the active policy.")(admin)
+            return acted(admin, f"{name} is the active policy.")
 
         def on_rollback(admin: str, why: str) -> list[Any]:
             with shown_to_admin(), tx() as db:
                 target = rollback(db, f"web:{admin}", why or None).model_version_id
                 name = next(r["name"] for r in list_versions(db) if r["id"] == target)
-            return acted(f"Rolled back: {name} is the active policy.")(admin)
+            return acted(admin, f"Rolled back: {name} is the active policy.")
 
         def on_acknowledge(admin: str, number: float | None) -> list[Any]:
             with shown_to_admin(), tx() as db:
                 acknowledge(db, int(number or 0), f"web:{admin}")
-            return acted(f"Round {int(number or 0)}: alarm acknowledged; rounds may promote again.")(admin)
+            return acted(admin, f"Round {int(number or 0)}: alarm acknowledged; rounds may promote again.")
 
         def on_settle(admin: str, item: float | None, verdict: str) -> list[Any]:
             with shown_to_admin(), tx() as db:
                 settle(db, int(item or 0), verdict, f"web:{admin}")
-            return acted(f"Item {int(item or 0)}: {verdict.replace('_', ' ')}.")(admin)
+            return acted(admin, f"Item {int(item or 0)}: {verdict.replace('_', ' ')}.")
 
         def on_schedule(admin: str, spec: str) -> list[Any]:
             with shown_to_admin(), tx() as db:
                 stored = set_schedule(db, spec or "", f"web:{admin}")
-            return acted(f"Schedule: {stored}.")(admin)
+            return acted(admin, f"Schedule: {stored}.")
 
         live_outputs = [progress, log, rounds]
         all_outputs = [*live_outputs, alarm, accuracy_plot, win_plot, length_plot, layout_plot, agreement_plot,

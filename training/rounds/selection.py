@@ -40,6 +40,5 @@ def uncertain_pairs(posts: dict[int, str], candidates: dict[int, list[tuple[int,
         distance = abs(p - 0.5)
         if doc not in best or distance < best[doc][0]:
             best[doc] = (distance, a, b)
-    chosen = most_uncertain([0.5 + best[doc][0] for doc in best], k)
-    docs = list(best)
-    return {docs[i]: best[docs[i]][1:] for i in chosen}
+    closest = sorted(best, key=lambda doc: (best[doc][0], doc))[:k]
+    return {doc: best[doc][1:] for doc in closest}

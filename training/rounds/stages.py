@@ -293,8 +293,7 @@ def sft(ctx: RoundContext) -> dict[str, Any]:
         if existing is not None:
             return {"version": name, "id": existing.id}
     opts = ctx.options
-    with ctx.tx() as db:  # never fine-tune on the documents the evaluation stage reads
-        held_out = _evaluation_documents(db, ctx, exclude=set())
+    held_out = _evaluation_documents(ctx)  # never fine-tune on the documents the evaluation reads
     done = slic_sft(ctx.tx, ctx.settings.home, docs=opts.sft_docs, preferred=opts.sft_preferred,
                     include_simulated=opts.include_simulated, exclude=held_out, name=name,
                     overrides=opts.slic_settings,
@@ -305,11 +304,14 @@ def sft(ctx: RoundContext) -> dict[str, Any]:
     return {"version": name, "id": done["id"], "examples": done["examples"], "final_loss": done["final_loss"]}
 
 
-def _evaluation_documents(db: Session, ctx: RoundContext, exclude: set[int]) -> list[int]:
-    """Held-out documents: with text and a reference when there are such, never trained on in
-    this round, newest first (the next batch takes fresh documents oldest first)."""
-    query = select(Document.id).where(Document.has_text.is_(True)).order_by(Document.id.desc())
-    ids = [i for i in db.scalars(query) if i not in exclude]
+def _evaluation_documents(ctx: RoundContext) -> list[int]:
+    """The round's held-out documents: the newest `eval_docs` with text that the round's judges
+    did not train on. The one definition that SFT (never trains on them), the evaluation (reads
+    them) and the next batch (never sends them to annotators) share."""
+    trained_on = set(ctx.metrics("snapshot").get("document_ids") or [])
+    with ctx.tx() as db:
+        query = select(Document.id).where(Document.has_text.is_(True)).order_by(Document.id.desc())
+        ids = [i for i in db.scalars(query) if i not in trained_on]
     return ids[:ctx.options.eval_docs]
 
 
@@ -318,7 +320,7 @@ def evaluate_and_gate(ctx: RoundContext) -> dict[str, Any]:
     every trained judge; promote when the gate passes, else keep the current policy and say why."""
     trained = ctx.metrics("sft" if ctx.number == 0 else "policy")
     name = trained["version"]
-    exclude = set(ctx.metrics("snapshot").get("document_ids") or [])
+    eval_ids = _evaluation_documents(ctx)
     with ctx.tx() as db:
         current = active_policy(db)
         if current is None:
@@ -328,7 +330,6 @@ def evaluate_and_gate(ctx: RoundContext) -> dict[str, Any]:
         accuracy = {k: ((v.metrics or {}).get("round") or {}).get("newest_batch_accuracy")
                     or ((v.metrics or {}).get("test") or {}).get("accuracy") for k, v in judges.items()}
         judge_names = {k: v.name for k, v in judges.items()}
-        eval_ids = _evaluation_documents(db, ctx, exclude)
     ranked_by = trained.get("ranked_by", "")
     # no judge yet (round 0, before any judgements): the gate reads ROUGE-L against the references
     read = gate_judge(ranked_by, list(judge_names)) if judge_names else None
@@ -365,8 +366,8 @@ def next_batch(ctx: RoundContext) -> dict[str, Any]:
     selection = ctx.options.next_batch_selection or ctx.settings.next_batch_selection
     evaluated = ctx.metrics("evaluate")
     seed = random.Random(ctx.number).randrange(2**31)
+    held_out = set(_evaluation_documents(ctx))
     with ctx.tx() as db:
-        held_out = set(_evaluation_documents(db, ctx, exclude=set()))
         used = select(ComparisonTask.document_id)
         fresh = [i for i in db.scalars(select(Document.id).where(Document.has_text.is_(True), Document.id.not_in(used))
                                        .order_by(Document.id)) if i not in held_out]
