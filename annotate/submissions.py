@@ -49,7 +49,7 @@ def _own_assignment(db: Session, assignment_id: int, rater: Rater) -> Assignment
 
 
 def validate(assignment: Assignment, sub: Submission, now: datetime) -> None:
-    letters = LETTERS[:len(assignment.display_order)]
+    letters = list(LETTERS[:len(assignment.display_order)])  # a list: "AB" is in "ABCD" but is no letter
     if assignment.status != AssignmentStatus.LEASED:
         raise InvalidInput(f"this task was already {assignment.status.value}", field="assignment")
     if assignment.lease_expires_at is not None and assignment.lease_expires_at <= now:
@@ -62,11 +62,13 @@ def validate(assignment: Assignment, sub: Submission, now: datetime) -> None:
         rating = sub.ratings.get(letter)
         if rating is None or rating.quality is None:
             raise InvalidInput(f"rate the overall quality of summary {letter}", field=f"quality_{letter}")
-        if not isinstance(rating.quality, int) or not 1 <= rating.quality <= 7:
+        if type(rating.quality) is not int or not 1 <= rating.quality <= 7:  # a bool is no rating
             raise InvalidInput(f"quality of summary {letter} must be 1-7, got {rating.quality!r}",
                                field=f"quality_{letter}")
         if rating.factual is None:
             raise InvalidInput(f"say whether summary {letter} is factual", field=f"factual_{letter}")
+        if type(rating.factual) is not bool:
+            raise InvalidInput(f"factual for summary {letter} must be true or false", field=f"factual_{letter}")
     extra = set(sub.ratings) - set(letters)
     if extra:
         raise InvalidInput(f"summaries {', '.join(sorted(extra))} were not shown", field="ratings")

@@ -4,8 +4,8 @@ A hidden tab is not a locked one: any logged-in session can call any event of th
 HTTP (`/gradio_api/queue/join` with an `fn_index`) or `gradio_client`. So admin tabs do not wire
 their events themselves; they register them through `AdminEvents`, which wraps each handler so
 that the caller's role is checked on the server before the handler runs. A refusal says only
-that the page is for admins; it is logged with the account's name. An unexpected error is
-logged in full and the client is told only that it failed.
+that the page is for admins; it is logged with the account's name. What else a handler raises
+is shown as `app.errors.shown_to_user` decides for every handler of the app.
 """
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from typing import Any
 
 import gradio as gr
 
+from app.errors import shown_to_user
+
 log = logging.getLogger(__name__)
 REFUSAL = "This page is for admins."
-FAILED = "That failed; the error is in the server's log."
 PRIVATE: dict[str, Any] = {"api_visibility": "private"}
 
 
@@ -36,13 +37,8 @@ class AdminEvents:
             if not self.is_admin(request):
                 log.warning("refused %s to %r", fn.__name__, name)
                 raise gr.Error(REFUSAL)
-            try:
+            with shown_to_user(fn.__name__, name):
                 return fn(name, *inputs)
-            except gr.Error:
-                raise
-            except Exception:  # the client learns only that it failed; the server log has the rest
-                log.exception("%s failed for %r", fn.__name__, name)
-                raise gr.Error(FAILED) from None
 
         guarded.__name__ = guarded.__qualname__ = fn.__name__  # the endpoint's name in /config
         return guarded

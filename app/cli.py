@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from tqdm import tqdm
 
-from app import judges_cli, rounds_cli
+from app import db_cli, judges_cli, rounds_cli
 from app.cli_support import CliError, print_payload, reports_errors
 from app.config import load_settings
 from app.context import open_context
@@ -145,8 +145,10 @@ def agreement(
 
     JSON fields: overall (best_alpha_nominal, pairwise_agreement, quality_alpha_ordinal,
     quality_alpha_interval, factual_alpha_nominal, factual_fleiss_kappa: each
-    {value, low, high, units}; cohen_kappa_best), raters (one object per rater), models
-    (sources, win_rate_matrix, wins_matrix, by_round).
+    {value, low, high, units}; cohen_kappa_best; missing), raters (one object per rater, with
+    missing), models (sources, each with missing; win_rate_matrix, wins_matrix, by_round).
+    `missing` names each statistic of its object that could not be computed, with the reason:
+    {"pairwise_agreement": "no best choices"}; such a statistic (or an estimate's value) is null.
 
     Examples:
       calibra agreement
@@ -166,26 +168,29 @@ def agreement(
     filters = Filters(round=round_, rater=rater, since=day(since, "since"), until=day(until, "until"),
                       include_simulated=include_simulated)
     ctx = open_context()
-    with ctx.transaction() as db:
+    with ctx.reading() as db:
         frames = load_frames(db, filters)
     report = build_report(frames, rounds=bootstrap,
                           filters={"round": round_, "rater": rater, "since": since, "until": until}).as_dict()
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
-    typer.echo(f"{report['overall']['judgements']} judgements by {report['overall']['raters']} raters")
-    for key, est in report["overall"].items():
-        if isinstance(est, dict) and "value" in est and est["value"] is not None:
+    overall = report["overall"]
+    typer.echo(f"{overall['judgements']} judgements by {overall['raters']} raters")
+    for key, est in overall.items():
+        if key in overall["missing"]:
+            typer.echo(f"  {key:<24} missing: {overall['missing'][key]}")
+        elif isinstance(est, dict) and "value" in est:
             interval = f"[{est['low']:.3f}, {est['high']:.3f}]" if est["low"] is not None else ""
             typer.echo(f"  {key:<24} {est['value']:.3f} {interval}  ({est['units']} units)")
     for r in report["raters"]:
-        agree = "-" if r["majority_agreement"] is None else f"{r['majority_agreement']:.2f}"
+        agree = r["missing"].get("majority_agreement") or f"{r['majority_agreement']:.2f}"
         typer.echo(f"  {r['rater']:<24} judged {r['judged']:>5}  majority agreement {agree}  "
                    f"{', '.join(r['flags']) or 'ok'}")
     for m in report["models"]["sources"]:
-        wr = "-" if m["win_rate"] is None else f"{m['win_rate']:.3f}"
-        typer.echo(f"  {m['source']:<24} win rate {wr} over {m['comparisons']} comparisons, "
-                   f"Bradley-Terry {m['bt_strength']:+.2f}")
+        wr = (f"missing: {m['missing']['win_rate']}" if "win_rate" in m["missing"]
+              else f"{m['win_rate']:.3f} over {m['comparisons']} comparisons")
+        typer.echo(f"  {m['source']:<24} win rate {wr}, Bradley-Terry {m['bt_strength']:+.2f}")
 
 
 @export_cli.command("preferences")
@@ -215,7 +220,7 @@ def export_preferences(
     except ValueError as exc:
         raise CliError(str(exc)) from None
     ctx = open_context()
-    with ctx.transaction() as db:
+    with ctx.reading() as db:
         pairs, left_out = preference_pairs(db, cfg, Filters(round=round_, include_simulated=include_simulated))
     write_table(pairs, out, fmt)
     typer.echo(f"{len(pairs)} pairs written to {out}; left out: "
@@ -240,7 +245,7 @@ def export_judgements(
     from annotate.judgement_frames import Filters
 
     ctx = open_context()
-    with ctx.transaction() as db:
+    with ctx.reading() as db:
         table = judgements_table(db, Filters(round=round_, include_simulated=include_simulated))
     write_table(table, out, fmt)
     typer.echo(f"{len(table)} judgements written to {out}")
@@ -402,23 +407,53 @@ def users_add(
       calibra users add alice --role admin            (asks for the password)
       ANN_PW=... calibra users add bob --password-env ANN_PW
     """
-    import os
-
     from annotate.users import add_user
     from db.models import Role
 
     if role not in {r.value for r in Role}:
         raise CliError(f"--role must be annotator or admin, not {role!r}")
-    if password_env is not None:
-        if password_env not in os.environ:
-            raise CliError(f"environment variable {password_env} is not set")
-        password = os.environ[password_env]
-    else:
-        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    password = _new_password(password_env)
     ctx = open_context()
     with ctx.transaction() as db:
         add_user(db, name, Role(role), password)
     typer.echo(f"added {role} {name}")
+
+
+def _new_password(password_env: str | None) -> str:
+    if password_env is None:
+        return str(typer.prompt("password", hide_input=True, confirmation_prompt=True))
+    if password_env not in os.environ:
+        raise CliError(f"environment variable {password_env} is not set")
+    return os.environ[password_env]
+
+
+@users_cli.command("deactivate")
+@reports_errors
+def users_deactivate(name: Annotated[str, typer.Argument(help="login name")]) -> None:
+    """Stop an account from logging in; its open sessions stop working at once. Its judgements
+    stay. Example: calibra users deactivate bob"""
+    from annotate.users import deactivate
+
+    ctx = open_context()
+    with ctx.transaction() as db:
+        ended = deactivate(db, name)
+    typer.echo(f"deactivated {name}; {ended} open session(s) ended")
+
+
+@users_cli.command("passwd")
+@reports_errors
+def users_passwd(
+    name: Annotated[str, typer.Argument(help="login name")],
+    password_env: Annotated[str | None, typer.Option(help="read the password from this environment variable")] = None,
+) -> None:
+    """Set a new password; the account's open sessions end. Example: calibra users passwd bob"""
+    from annotate.users import set_password
+
+    password = _new_password(password_env)
+    ctx = open_context()
+    with ctx.transaction() as db:
+        ended = set_password(db, name, password)
+    typer.echo(f"new password for {name}; {ended} open session(s) ended")
 
 
 DEMO_USERS = {"annotator1": "annotator", "annotator2": "annotator", "annotator3": "annotator", "admin": "admin"}
@@ -445,6 +480,17 @@ def demo_seed(per_doc: Annotated[int, typer.Option(help="samples per post from t
     typer.echo(f"demo logins: {', '.join(DEMO_USERS)} (password: {DEMO_PASSWORD})")
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
 def _worker_child() -> None:
     """Set up the worker `serve` starts: a lower priority (annotators' requests come first on a
     small machine), and on Linux a SIGTERM from the kernel when the app's process ends, however
@@ -463,9 +509,12 @@ def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "127
           port: Annotated[int, typer.Option(help="port to listen on")] = 7860,
           no_worker: Annotated[bool, typer.Option("--no-worker", help="do not start a round worker beside the app "
                                                                        "(run `calibra worker` elsewhere)")] = False,
+          allow_demo_accounts: Annotated[bool, typer.Option(
+              "--allow-demo-accounts", help="serve beyond this machine although the demo logins exist")] = False,
           ) -> None:
     """Start the annotation app (log in with an account from `calibra users add`), and a round
-    worker beside it as a child process that stops with it.
+    worker beside it as a child process that stops with it. Beyond loopback it refuses to start
+    while the demo logins keep their published password, unless --allow-demo-accounts.
 
     Example: calibra serve --host 0.0.0.0 --port 7860
     """
@@ -474,6 +523,16 @@ def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "127
     from app.web import launch
 
     ctx = open_context()
+    if not _is_loopback(host) and not allow_demo_accounts:
+        from annotate.users import still_on_password
+
+        with ctx.reading() as db:
+            open_doors = still_on_password(db, DEMO_USERS, DEMO_PASSWORD)
+        if open_doors:
+            raise CliError(f"refusing to serve on {host}: the demo logins {', '.join(open_doors)} still have the "
+                           f"published password {DEMO_PASSWORD!r}, so anyone who can reach this address could log "
+                           "in. Deactivate them (calibra users deactivate NAME), give them new passwords (calibra "
+                           "users passwd NAME), serve on 127.0.0.1, or pass --allow-demo-accounts.")
     child = None
     if not no_worker:
         child = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], preexec_fn=_worker_child)
@@ -490,6 +549,7 @@ def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "127
 
 
 judges_cli.register(cli)
+db_cli.register(cli)
 rounds_cli.register(cli, models_cli)
 cli.add_typer(slic_cli, name="slic")
 

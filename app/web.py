@@ -6,29 +6,23 @@ that is sent to the browser.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import gradio as gr
 
-from annotate.errors import InvalidInput, NotFound
+from annotate import submission_input as checked
+from annotate.errors import InvalidInput
 from annotate.queue import QueuePolicy, next_assignment
-from annotate.submissions import (
-    LETTERS,
-    SKIP_REASONS,
-    Submission,
-    SummaryRating,
-    skip,
-    submit,
-)
-from annotate.users import active_rater, authenticate
+from annotate.submissions import LETTERS, SKIP_REASONS, Submission, skip, submit
+from annotate.users import active_rater
 from annotate.views import TaskView, progress, task_view
 from app.admin_guard import AdminEvents
 from app.context import Context
 from app.dashboard import build_dashboard
+from app.errors import NotLoggedIn, shown_to_user
+from app.server import Server, build_server, run
 from app.training_page import build_training
 from db.models import Rater, Role, Strength
 
@@ -68,10 +62,6 @@ CSS = """
 """
 
 
-class NotLoggedIn(Exception):
-    pass
-
-
 @dataclass
 class Handlers:
     """The domain calls behind the page and the API; one transaction per request."""
@@ -85,7 +75,7 @@ class Handlers:
             raise NotLoggedIn("Please log in.")
         rater = active_rater(db, name)
         if rater is None:
-            raise NotLoggedIn(f"No active account {name!r}.")
+            raise NotLoggedIn("Your session has ended; please log in again.")
         return rater
 
     def next_task(self, request: gr.Request | None) -> tuple[TaskView | None, dict[str, int]]:
@@ -110,34 +100,32 @@ class Handlers:
         except NotLoggedIn:
             return False
 
-    def check_login(self, username: str, password: str) -> bool:
-        with self.ctx.transaction() as db:
-            return authenticate(db, username, password) is not None
 
+def _page_submission(best: Any, qualities: list[Any], factuals: list[Any], n: Any, strength: Any,
+                     unacceptable: Any, comment: Any) -> Submission:
+    """The page's radio labels in the API's terms, then the same checks as the API."""
+    if type(n) is not int or not 0 <= n <= len(LETTERS):
+        raise InvalidInput("reload the page", field="task")
 
-@contextmanager
-def shown_to_user() -> Iterator[None]:
-    """The one place that turns domain errors into messages on the page or in the API reply."""
-    try:
-        yield
-    except InvalidInput as exc:
-        raise gr.Error(f"{exc.field}: {exc.message}" if exc.field else exc.message) from None
-    except (NotFound, NotLoggedIn) as exc:
-        raise gr.Error(str(exc)) from None
-
-
-def _submission(best: str | None, qualities: list[Any], factuals: list[Any], n: int, strength: str | None,
-                unacceptable: bool, comment: str | None) -> Submission:
-    def quality(value: Any) -> int | None:
+    def quality(value: Any, letter: str) -> int | None:
         if value in (None, ""):
             return None
-        return int(str(value).split(" ")[0])
+        if value not in QUALITY_ANCHORS:
+            raise InvalidInput("choose one of the seven ratings", field=f"quality_{letter}")
+        return QUALITY_ANCHORS.index(value) + 1
 
-    ratings = {LETTERS[i]: SummaryRating(quality(qualities[i]),
-                                          None if factuals[i] in (None, "") else factuals[i] == "yes")
-               for i in range(n)}
-    return Submission(best=best or None, ratings=ratings, strength=strength or None,
-                      all_unacceptable=bool(unacceptable), comment=comment)
+    def factual(value: Any, letter: str) -> bool | None:
+        if value in (None, ""):
+            return None
+        if value not in ("yes", "no"):
+            raise InvalidInput("choose factual or not factual", field=f"factual_{letter}")
+        return value == "yes"
+
+    letters = LETTERS[:n]
+    return checked.submission(
+        best=best or None, quality_by_letter={k: quality(qualities[i], k) for i, k in enumerate(letters)},
+        factual_by_letter={k: factual(factuals[i], k) for i, k in enumerate(letters)},
+        strength=strength or None, all_unacceptable=unacceptable, comment=comment)
 
 
 def make_handlers(ctx: Context) -> Handlers:
@@ -185,8 +173,7 @@ def build_app(h: Handlers) -> gr.Blocks:
                    *groups, *texts, *qualities, *factuals]
 
         def render(request: gr.Request) -> list[Any]:
-            with shown_to_user():
-                view, prog = h.next_task(request)
+            view, prog = h.next_task(request)
             line = f"Judged today: **{prog['judged_today']}** · Left in queue: **{prog['left_in_queue']}**"
             n = len(view.summaries) if view else 0
             head = [view.assignment_id if view else None, n,
@@ -197,24 +184,28 @@ def build_app(h: Handlers) -> gr.Blocks:
             summary_texts = [view.summaries[i].text if view and i < n else "" for i in range(len(LETTERS))]
             return [*head, *cols, *summary_texts, *([None] * len(LETTERS)), *([None] * len(LETTERS))]
 
-        def on_submit(form: dict[Any, Any], request: gr.Request) -> list[Any]:
-            if form[assignment] is None:
-                raise gr.Error("No task is open.")
-            sub = _submission(form[best], [form[q] for q in qualities], [form[f] for f in factuals], form[shown],
-                              form[strength], form[unacceptable], form[comment])
-            with shown_to_user():
-                h.submit(form[assignment], sub, request)
-            return render(request)
+        def on_load(request: gr.Request) -> list[Any]:
+            with shown_to_user("next_task", request.username):
+                return render(request)
 
-        def on_skip(assignment_id: int | None, reason_v: str, request: gr.Request) -> list[Any]:
-            if assignment_id is None:
-                raise gr.Error("No task is open.")
-            with shown_to_user():
-                h.skip(assignment_id, reason_v, request)
-            return render(request)
+        def on_submit(form: dict[Any, Any], request: gr.Request) -> list[Any]:
+            with shown_to_user("submit", request.username):
+                if form[assignment] is None:
+                    raise InvalidInput("no task is open", field="assignment_id")
+                sub = _page_submission(form[best], [form[q] for q in qualities], [form[f] for f in factuals],
+                                       form[shown], form[strength], form[unacceptable], form[comment])
+                h.submit(checked.assignment_id(form[assignment]), sub, request)
+                return render(request)
+
+        def on_skip(assignment_id: Any, reason_v: Any, request: gr.Request) -> list[Any]:
+            with shown_to_user("skip", request.username):
+                if assignment_id is None:
+                    raise InvalidInput("no task is open", field="assignment_id")
+                h.skip(checked.assignment_id(assignment_id), checked.skip_reason(reason_v), request)
+                return render(request)
 
         private: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None}
-        demo.load(render, None, outputs, **private)
+        demo.load(on_load, None, outputs, **private)
         def show_admin_tabs(request: gr.Request) -> list[Any]:
             return [gr.update(visible=h.is_admin(request))] * len(admin_tabs)
 
@@ -235,28 +226,30 @@ def _add_api(h: Handlers) -> None:
         Returns {"task": {assignment_id, title, source, text, summaries: [{letter, text}],
         lease_expires_at} or null, "progress": {judged_today, left_in_queue}}.
         """
-        with shown_to_user():
+        with shown_to_user("next_task", request.username):
             view, prog = h.next_task(request)
         return {"task": view.as_dict() if view else None, "progress": prog}
 
     def submit(assignment_id: int, best: str, quality: dict[str, int], factual: dict[str, bool],
                strength: str | None = None, all_unacceptable: bool = False, comment: str | None = None,
                request: gr.Request | None = None) -> dict[str, Any]:
-        """Submit a judgement: best letter, quality 1-7 and factual per letter shown.
+        """Submit a judgement: best letter, quality 1-7 (whole numbers) and factual (true/false)
+        per letter shown; strength one of significantly, better, slightly, negligibly; a comment
+        of at most 2000 characters.
 
         Submitting the same assignment again stores nothing new. Returns {"stored": true}.
         """
-        letters = sorted(set(quality) | set(factual))
-        sub = Submission(best=best, ratings={k: SummaryRating(quality.get(k), factual.get(k)) for k in letters},
-                         strength=strength, all_unacceptable=all_unacceptable, comment=comment)
-        with shown_to_user():
-            h.submit(int(assignment_id), sub, request)
+        with shown_to_user("submit", getattr(request, "username", None)):
+            sub = checked.submission(best=best, quality_by_letter=quality, factual_by_letter=factual,
+                                     strength=strength, all_unacceptable=all_unacceptable, comment=comment)
+            h.submit(checked.assignment_id(assignment_id), sub, request)
         return {"stored": True}
 
     def skip_task(assignment_id: int, reason: str, request: gr.Request | None = None) -> dict[str, Any]:
-        """Give a task back with a reason; it goes to another rater. Returns {"skipped": true}."""
-        with shown_to_user():
-            h.skip(int(assignment_id), reason, request)
+        """Give a task back with a reason (at most 200 characters); it goes to another rater.
+        Returns {"skipped": true}."""
+        with shown_to_user("skip", getattr(request, "username", None)):
+            h.skip(checked.assignment_id(assignment_id), checked.skip_reason(reason), request)
         return {"skipped": True}
 
     # Off the queue: scripts call these directly over HTTP, without the queue's event stream.
@@ -265,11 +258,10 @@ def _add_api(h: Handlers) -> None:
     gr.api(skip_task, api_name="skip", queue=False)
 
 
-def launch(ctx: Context, host: str, port: int, *, block: bool = True) -> gr.Blocks:
+def launch(ctx: Context, host: str, port: int, *, block: bool = True) -> Server:
+    """Serve the annotation app with Calibra's login in front (`app.server`)."""
     handlers = make_handlers(ctx)
     demo = build_app(handlers)
     demo.queue(default_concurrency_limit=None)
-    demo.launch(server_name=host, server_port=port, auth=handlers.check_login,
-                auth_message="Log in with your Calibra account.", head=KEYBOARD_JS, css=CSS,
-                prevent_thread_lock=not block, show_error=True, quiet=not block)
-    return demo
+    app = build_server(ctx, demo, head=KEYBOARD_JS, css=CSS, login_message="Log in with your Calibra account.")
+    return run(app, host, port, block=block)

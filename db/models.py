@@ -245,6 +245,32 @@ class Rater(Base):
         return f"Rater(id={self.id}, name={self.name!r}, role={self.role.value})"
 
 
+class WebSession(Base):
+    """A logged-in browser or script. Kept in the database, not in one process's memory, so any
+    app process accepts it and ending it (logout, deactivation, a new password) ends it for all."""
+
+    __tablename__ = "web_session"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256: a leaked table logs nobody in
+    rater_id: Mapped[int] = mapped_column(ForeignKey("rater.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+
+class LoginAttempt(Base):
+    """Every login, for rate limits on failures per account name and per client address."""
+
+    __tablename__ = "login_attempt"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))  # as typed: unknown names are limited too
+    address: Mapped[str] = mapped_column(String(64))
+    succeeded: Mapped[bool]
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_login_attempt_name_at", "name", "at"),
+                      Index("ix_login_attempt_address_at", "address", "at"))
+
+
 class Assignment(Base):
     __tablename__ = "assignment"
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 from annotate.errors import InvalidInput
 from annotate.queue import QueuePolicy, next_assignment, queue_size
 from annotate.submissions import Submission, SummaryRating, skip, submit
-from annotate.users import add_user, authenticate
+from annotate.sessions import check_password
+from annotate.users import add_user
 from db import (
     Assignment,
     Candidate,
@@ -237,10 +238,11 @@ def test_users_log_in_with_hashed_passwords(sessions) -> None:  # type: ignore[n
             add_user(db, "alice", Role.ANNOTATOR, "another one")
         with pytest.raises(InvalidInput, match="8 characters"):
             add_user(db, "bob", Role.ANNOTATOR, "short")
-        assert authenticate(db, "alice", "correct horse") is rater
-        assert authenticate(db, "alice", "wrong horse") is None
-        db.add(Rater(name="imported", password_hash=None, active=False))
-        assert authenticate(db, "imported", "") is None
+        with pytest.raises(InvalidInput, match="72 bytes"):
+            add_user(db, "bob", Role.ANNOTATOR, "é" * 40)
+        assert check_password(rater.password_hash, "correct horse")
+        assert not check_password(rater.password_hash, "wrong horse")
+        assert not check_password(None, "")  # imported raters have no password and cannot log in
 
 
 def test_users_add_command(env, monkeypatch: pytest.MonkeyPatch, ctx) -> None:  # type: ignore[no-untyped-def]
@@ -257,8 +259,9 @@ def test_users_add_command(env, monkeypatch: pytest.MonkeyPatch, ctx) -> None:  
     prompted = runner.invoke(cli, ["users", "add", "erin"], input="another-pass\nanother-pass\n")
     assert prompted.exit_code == 0, prompted.output
     with ctx.transaction() as db:
-        assert authenticate(db, "carol", "s3cret-pass").role == Role.ADMIN
-        assert authenticate(db, "erin", "another-pass").role == Role.ANNOTATOR
+        carol, erin = (db.scalar(select(Rater).where(Rater.name == n)) for n in ("carol", "erin"))
+        assert carol.role == Role.ADMIN and check_password(carol.password_hash, "s3cret-pass")
+        assert erin.role == Role.ANNOTATOR and check_password(erin.password_hash, "another-pass")
 
 
 def test_gold_accuracy_is_recorded_per_rater(sessions) -> None:  # type: ignore[no-untyped-def]

@@ -255,7 +255,7 @@ def test_dashboard_is_for_admins_only(app_url: str, browser, ctx) -> None:  # ty
 
 
 # What an annotator's session may call; every other event of the app is an admin's.
-ANNOTATOR_ENDPOINTS = {"render", "show_admin_tabs", "on_submit", "on_skip", "next_task", "submit", "skip"}
+ANNOTATOR_ENDPOINTS = {"on_load", "show_admin_tabs", "on_submit", "on_skip", "next_task", "submit", "skip"}
 
 
 def _call_over_queue(client, fn_index: int, data: list) -> dict:  # type: ignore[no-untyped-def, type-arg]
