@@ -264,8 +264,8 @@ def cohen_kappa_matrix(matrix: np.ndarray, raters: list[str], *,
     data = np.asarray(matrix, dtype=float)
     values = np.unique(data[~np.isnan(data)])
     r, v = len(raters), len(values)
-    onehot = np.stack([(data == x) for x in values], axis=1).astype(np.float32)  # raters x V x units
-    flat = onehot.reshape(r * v, -1)
+    onehot = (data[:, None, :] == values[None, :, None]).astype(np.float32)  # raters x V x units
+    flat = onehot.reshape(r * v, data.shape[1])  # explicit: no -1 to infer when no value was given
     confusion = (flat @ flat.T).reshape(r, v, r, v).transpose(0, 2, 1, 3)  # [i, j] is i's values x j's
     out: dict[str, dict[str, float | None]] = {name: {name: 1.0} for name in raters}
     for i in range(r):
@@ -279,9 +279,9 @@ def mean_estimate(values: np.ndarray, *, rounds: int = 200, seed: int = 0, boots
                   clusters: np.ndarray | None = None) -> Estimate:
     """A mean of 0/1 outcomes (weighted by `values`' second column when given) with a bootstrap
     interval over its rows (or their clusters)."""
-    data = np.asarray(values, dtype=float).reshape(len(values), -1)
-    if len(data) == 0:
+    if len(values) == 0:  # before the reshape: an empty array has no -1 dimension to infer
         return Estimate(None)
+    data = np.asarray(values, dtype=float).reshape(len(values), -1)
     agree, weight = data[:, 0], data[:, 1] if data.shape[1] > 1 else np.ones(len(data))
     value = float((agree * weight).sum() / weight.sum())
     sums = _plan(len(data), rounds, seed, bootstrap).totals(np.column_stack([agree * weight, weight]), clusters)

@@ -2,6 +2,14 @@
 
 Every figure of the admin dashboard and of `calibra agreement --json` comes from here, computed
 from `judgement_frames` with the statistics of `agreement`.
+
+Missing statistics: every object of statistics (`overall`, each row of `per_rater` and each row
+of `per_source`'s `sources`) has a `missing` mapping that names each of its statistics that could
+not be computed, with the reason, e.g. `"missing": {"pairwise_agreement": "no best choices"}`.
+A statistic named there is null (an estimate: its `value` is null; `best_position_shares`:
+empty; `cohen_kappa_best`: no pair of raters with a κ); one not named there was computed. An
+empty database, or one that holds only imported per-summary ratings, gives a report of missing
+statistics, not an error.
 """
 from __future__ import annotations
 
@@ -50,7 +58,9 @@ def reliability(values: pd.DataFrame, unit: str, value: str) -> Reliability:
     matrix = np.full((len(raters), len(units)), np.nan)
     r_index = {r: i for i, r in enumerate(raters)}
     u_index = {u: i for i, u in enumerate(units)}
-    matrix[data.rater.map(r_index).to_numpy(), data[unit].map(u_index).to_numpy()] = data[value].astype(float)
+    # integer indices even when no row is left (an empty column maps to floats, which cannot index)
+    rows = data.rater.map(r_index).to_numpy(dtype=np.int64)
+    matrix[rows, data[unit].map(u_index).to_numpy(dtype=np.int64)] = data[value].astype(float)
     return Reliability(matrix, raters, units)
 
 
@@ -108,7 +118,21 @@ class TaskBootstrap:
         return self.of_tasks(self._candidate_task.loc[candidate_ids].to_numpy())
 
 
+def _why_undefined(frames: Frames, ratings: int, counts: np.ndarray, what: str, unit: str) -> str:
+    """Why agreement on `what` has no value, given how many of them there are and the units x
+    values counts of the units rated two or more times: the cases where `agreement` gives None."""
+    if frames.judgements.empty:
+        return "no judgements"
+    if ratings == 0:
+        return f"no {what}"
+    if len(counts) == 0:
+        return f"no {unit} has {what} from two or more raters"
+    return "only one value given: agreement beyond chance is undefined"
+
+
 def overall(frames: Frames, rounds: int = 200, boot: TaskBootstrap | None = None) -> dict[str, Any]:
+    """Agreement over all raters: Krippendorff's α and Fleiss' κ with 95% intervals, the pairwise
+    preference agreement, Cohen's κ per pair of raters, and `missing` (see the module)."""
     best = reliability(frames.judgements, "task_id", "best_slot")
     rated = _rated(frames).drop_duplicates(["rater", "candidate_id"], keep="first")
     boot = boot or TaskBootstrap(frames, rounds)
@@ -119,9 +143,7 @@ def overall(frames: Frames, rounds: int = 200, boot: TaskBootstrap | None = None
     quality_alpha = alpha_estimates(*quality, ("ordinal", "interval"), bootstrap=boot.plan,
                                     clusters=boot.of_candidates(quality_units))
     factual_clusters = boot.of_candidates(factual_units)
-    return {
-        "judgements": len(frames.judgements),
-        "raters": int(frames.judgements.rater.nunique()),
+    estimates = {
         "best_alpha_nominal": alpha_estimates(*best_counts, ("nominal",), bootstrap=boot.plan,
                                               clusters=boot.of_tasks(best_units))["nominal"],
         "pairwise_agreement": mean_estimate(pairs, bootstrap=boot.plan, clusters=boot.of_tasks(pair_tasks)),
@@ -130,8 +152,21 @@ def overall(frames: Frames, rounds: int = 200, boot: TaskBootstrap | None = None
         "factual_alpha_nominal": alpha_estimates(*factual, ("nominal",), bootstrap=boot.plan,
                                                  clusters=factual_clusters)["nominal"],
         "factual_fleiss_kappa": fleiss_estimate(factual[0], bootstrap=boot.plan, clusters=factual_clusters),
-        "cohen_kappa_best": cohen_kappa_matrix(best.matrix, best.raters),
     }
+    best_why = _why_undefined(frames, int(frames.judgements.best_slot.notna().sum()), best_counts[0],
+                              "best choices", "task")
+    quality_why = _why_undefined(frames, int(rated.quality.notna().sum()), quality[0], "quality ratings", "summary")
+    factual_why = _why_undefined(frames, int(rated.factual.notna().sum()), factual[0], "factual ratings", "summary")
+    why = {"best_alpha_nominal": best_why, "pairwise_agreement": best_why, "quality_alpha_ordinal": quality_why,
+           "quality_alpha_interval": quality_why, "factual_alpha_nominal": factual_why,
+           "factual_fleiss_kappa": factual_why}
+    missing = {name: why[name] for name, e in estimates.items() if e.value is None}
+    kappa = cohen_kappa_matrix(best.matrix, best.raters)
+    if all(k is None for a, row in kappa.items() for b, k in row.items() if a != b):
+        missing["cohen_kappa_best"] = (best_why if len(best_counts[0]) == 0
+                                       else "no two raters made best choices on two or more of the same tasks")
+    return {"judgements": len(frames.judgements), "raters": int(frames.judgements.rater.nunique()), **estimates,
+            "cohen_kappa_best": kappa, "missing": missing}
 
 
 def _counts(values: pd.DataFrame, unit: str, value: str) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
@@ -202,7 +237,41 @@ def position_bias_by(judgements: pd.DataFrame, key: str) -> dict[Any, tuple[list
     return out
 
 
+# Why each of a rater's statistics can be null: one cause each.
+RATER_MISSING = {
+    "median_seconds": "no time recorded",
+    # a shared task: one that two or more other raters judged, with a clear majority among them
+    "majority_agreement": "no shared tasks",
+    "gold_accuracy": "no gold tasks judged",
+    "best_position_shares": "no best choices",
+    "position_bias_p": "no best choices",
+    "longer_wins": "no best choice between summaries of different lengths",
+    "longer_wins_pool": "no best choice between summaries of different lengths by any rater",
+    "quality_mean": "no quality ratings",
+    "quality_sd": "fewer than two quality ratings",
+    "drift_majority_agreement": "no majority agreement in both halves of their judgements",
+    "drift_median_seconds": "no times recorded in both halves of their judgements",
+}
+
+# Why each of a source's statistics can be null.
+SOURCE_MISSING = {
+    "win_rate": "no comparisons with another source",
+    "length_controlled_win_rate": "no comparisons with another source's summary of similar length",
+    "bt_low": "no comparisons between two or more sources",
+    "bt_high": "no comparisons between two or more sources",
+    "mean_quality": "no quality ratings",
+    "factual_rate": "no factual ratings",
+}
+
+
+def _missing(row: dict[str, Any], reasons: dict[str, str]) -> dict[str, str]:
+    """The row's statistics that are null (or empty lists), each with its reason."""
+    return {name: why for name, why in reasons.items() if row[name] is None or row[name] == []}
+
+
 def per_rater(frames: Frames, thresholds: Thresholds = Thresholds()) -> list[dict[str, Any]]:
+    """One row per rater: volume, speed, agreement with the others, gold accuracy, position and
+    length bias, quality given, drift, flags, and `missing` (see the module; `RATER_MISSING`)."""
     j = frames.judgements
     majority = _majority_agreement(j)
     longer = _longer_wins(frames)
@@ -242,6 +311,7 @@ def per_rater(frames: Frames, thresholds: Thresholds = Thresholds()) -> list[dic
             "drift_median_seconds": _diff(first.seconds.dropna(), second.seconds.dropna(), stat="median"),
         }
         row["flags"] = _flags(row, thresholds)
+        row["missing"] = _missing(row, RATER_MISSING)
         out.append(row)
     return out
 
@@ -301,7 +371,9 @@ def _pairwise(frames: Frames) -> pd.DataFrame:
 
 def per_source(frames: Frames, rounds: int = 200, boot: TaskBootstrap | None = None) -> dict[str, Any]:
     """Win rates between model versions (and the human reference), Bradley-Terry strengths with
-    bootstrap intervals, mean quality, factual rate and length, per round too."""
+    bootstrap intervals, mean quality, factual rate and length (each source's row with `missing`,
+    see the module; `SOURCE_MISSING`), and win rates per round (tasks of no round left out, as in
+    `agreement_by_round`: imported tasks and tasks created outside the loop have none)."""
     pairs = _pairwise(frames)
     sources = sorted(frames.shown.source.dropna().unique())
     wins = pd.crosstab(pairs.source_winner, pairs.source_loser).reindex(index=sources, columns=sources, fill_value=0)
@@ -321,7 +393,7 @@ def per_source(frames: Frames, rounds: int = 200, boot: TaskBootstrap | None = N
         played = int(games.loc[s].sum()) if len(sources) > 1 else 0
         sim = similar[(similar.source_winner == s) | (similar.source_loser == s)]
         q = rated[rated.source == s]
-        table.append({
+        row = {
             "source": s, "wins": won, "comparisons": played,
             "win_rate": won / played if played else None,
             "length_controlled_win_rate": float((sim.source_winner == s).mean()) if len(sim) else None,
@@ -329,13 +401,14 @@ def per_source(frames: Frames, rounds: int = 200, boot: TaskBootstrap | None = N
             "mean_quality": float(q.quality.mean()) if q.quality.notna().any() else None,
             "factual_rate": float(q.factual.dropna().astype(float).mean()) if q.factual.notna().any() else None,
             "mean_words": float(frames.shown[frames.shown.source == s].drop_duplicates("candidate_id").words.mean()),
-        })
-    both_sides = pd.concat([pairs.assign(source=pairs.source_winner, won=1.0),
-                            pairs.assign(source=pairs.source_loser, won=0.0)])
-    by_round = [{"round": None if pd.isna(rnd) else int(rnd), "source": src, "win_rate": float(rate_),
-                 "comparisons": int(n)}
-                for (rnd, src), (rate_, n) in both_sides.groupby(["round", "source"], dropna=False)
-                .won.agg(["mean", "size"]).iterrows()]
+        }
+        table.append({**row, "missing": _missing(row, SOURCE_MISSING)})
+    in_rounds = pairs.dropna(subset=["round"])
+    both_sides = pd.concat([in_rounds.assign(source=in_rounds.source_winner, won=1.0),
+                            in_rounds.assign(source=in_rounds.source_loser, won=0.0)])
+    by_round = [{"round": int(rnd), "source": src, "win_rate": float(rate_), "comparisons": int(n)}
+                for (rnd, src), (rate_, n) in both_sides.groupby(["round", "source"]).won.agg(["mean", "size"])
+                .iterrows()]
     return {"sources": table, "win_rate_matrix": _nested(rate), "wins_matrix": _nested(wins), "by_round": by_round}
 
 
@@ -384,6 +457,9 @@ class Report:
 
 def build_report(frames: Frames, *, thresholds: Thresholds = Thresholds(), rounds: int = 200,
                  filters: dict[str, Any] | None = None) -> Report:
+    """The whole report, resampling tasks once for every interval. Whatever the frames hold (no
+    judgements, no best choices, no ratings) it is built; what cannot be computed is listed in
+    `missing` with the reason (see the module)."""
     boot = TaskBootstrap(frames, rounds)
     return Report(overall(frames, rounds, boot), per_rater(frames, thresholds), per_source(frames, rounds, boot),
                   filters or {})

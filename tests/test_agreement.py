@@ -6,6 +6,7 @@ import pytest
 
 from annotate.agreement import (
     Bootstrap,
+    Estimate,
     alpha_estimate,
     alpha_estimates,
     alpha_from_coincidences,
@@ -64,6 +65,17 @@ def test_cohen_kappa_matrix_by_hand() -> None:
     assert kappas["a"]["c"] is None  # nothing shared
     assert kappas["b"]["c"] is None  # one shared unit is too few
     assert kappas["a"]["a"] == 1.0
+
+
+def test_no_ratings_give_no_value_rather_than_an_error() -> None:
+    # what a database of imported per-summary ratings hands the best-choice statistics
+    assert mean_estimate(np.empty((0, 2))) == mean_estimate(np.empty(0)) == Estimate(None)
+    assert cohen_kappa_matrix(np.empty((0, 0)), []) == {}
+    unrated = cohen_kappa_matrix(np.full((2, 3), nan), ["a", "b"])
+    assert unrated == {"a": {"a": 1.0, "b": None}, "b": {"a": None, "b": 1.0}}
+    nothing = value_counts(np.full((2, 3), nan))
+    assert alpha_estimates(*nothing, ("nominal",))["nominal"] == Estimate(None)
+    assert fleiss_estimate(nothing[0]) == Estimate(None)
 
 
 def test_pairwise_preference_agreement_by_hand() -> None:

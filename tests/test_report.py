@@ -1,12 +1,16 @@
-"""The agreement report on a small set of judgements worked out by hand."""
+"""The agreement report on a small set of judgements worked out by hand, and on databases with
+nothing to agree on: empty, or imported per-summary ratings only."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from annotate.judgement_frames import Filters, load_frames
-from annotate.report import build_report, flagged, per_rater, position_bias
+from annotate.report import RATER_MISSING, SOURCE_MISSING, build_report, flagged, per_rater, position_bias
 from tests.conftest import QUALITY
 
 
@@ -77,3 +81,109 @@ def test_agreement_command(judged, env) -> None:  # type: ignore[no-untyped-def]
     assert "r3" in text.stdout and "position bias" in text.stdout
     bad = runner.invoke(cli, ["agreement", "--since", "yesterday"])
     assert bad.exit_code == 2 and "--since" in bad.output
+
+
+def _calibra(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def unexplained(data: dict[str, Any]) -> dict[str, list[str]]:
+    """The statistics of a report (as JSON) that are null without a reason in `missing`, or have a
+    reason without being null; per object. Empty for a well-formed report."""
+    def null(value: Any) -> bool:
+        return value is None or value == [] or (isinstance(value, dict) and value.get("value", 0) is None)
+
+    overall = data["overall"]
+    kappas = [k for a, row in overall["cohen_kappa_best"].items() for b, k in row.items() if a != b]
+    objects = {"overall": (overall, {k: null(v) for k, v in overall.items() if isinstance(v, dict) and "value" in v}
+                           | {"cohen_kappa_best": all(k is None for k in kappas)})}
+    objects |= {f"rater {r['rater']}": (r, {k: null(r[k]) for k in RATER_MISSING}) for r in data["raters"]}
+    objects |= {f"source {s['source']}": (s, {k: null(s[k]) for k in SOURCE_MISSING})
+                for s in data["models"]["sources"]}
+    wrong = {name: sorted(k for k, is_null in stats.items() if is_null != (k in obj["missing"]))
+             for name, (obj, stats) in objects.items()}
+    return {name: keys for name, keys in wrong.items() if keys}
+
+
+ESTIMATES = ["best_alpha_nominal", "pairwise_agreement", "quality_alpha_ordinal", "quality_alpha_interval",
+             "factual_alpha_nominal", "factual_fleiss_kappa"]
+
+
+def test_agreement_command_on_an_empty_database(env) -> None:  # type: ignore[no-untyped-def]
+    code, out = _calibra("agreement", "--json", "--bootstrap", "20")
+    assert code == 0, out
+    data = json.loads(out)
+    assert data["overall"]["missing"] == {name: "no judgements" for name in [*ESTIMATES, "cohen_kappa_best"]}
+    assert all(data["overall"][name]["value"] is None for name in ESTIMATES)
+    assert data["raters"] == [] and data["models"]["sources"] == [] and data["models"]["by_round"] == []
+    code, text = _calibra("agreement", "--bootstrap", "20")
+    assert code == 0, text
+    assert "0 judgements by 0 raters" in text and "pairwise_agreement" in text and "missing: no judgements" in text
+
+
+def test_agreement_command_on_imported_ratings_only(env: Path) -> None:
+    # two raters score the same six summaries alike: quality agreement, and nothing else to go on
+    ratings = [{"post_id": "t3_x", "summary_id": i, "summary": f"summary {i}", "worker": w, "overall": 1 + i}
+               for i in range(6) for w in ("w1", "w2")]
+    (env / "ratings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ratings))
+    code, out = _calibra("import", "ratings", str(env / "ratings.jsonl"))
+    assert code == 0, out
+    code, out = _calibra("agreement", "--json", "--bootstrap", "20")
+    assert code == 0, out
+    data = json.loads(out)
+    overall = data["overall"]
+    assert overall["judgements"] == 4 and overall["raters"] == 2
+    assert overall["missing"] == {"best_alpha_nominal": "no best choices", "pairwise_agreement": "no best choices",
+                                  "factual_alpha_nominal": "no factual ratings",
+                                  "factual_fleiss_kappa": "no factual ratings", "cohen_kappa_best": "no best choices"}
+    assert overall["quality_alpha_interval"]["value"] == pytest.approx(1.0)
+    assert overall["quality_alpha_interval"]["units"] == 6
+    raters = {r["rater"]: r for r in data["raters"]}
+    assert raters["w1"]["quality_mean"] == 3.5 and raters["w1"]["majority_agreement"] is None
+    assert raters["w1"]["missing"]["majority_agreement"] == "no shared tasks"
+    assert raters["w1"]["missing"]["median_seconds"] == "no time recorded"  # imported: no time taken
+    (source,) = data["models"]["sources"]
+    assert source["mean_quality"] == 3.5 and source["missing"]["win_rate"] == "no comparisons with another source"
+    assert unexplained(data) == {}
+    code, text = _calibra("agreement", "--bootstrap", "20")
+    assert code == 0, text
+    assert re.search(r"best_alpha_nominal +missing: no best choices", text)
+    assert re.search(r"quality_alpha_interval +1\.000", text)
+    assert "majority agreement no shared tasks" in text
+
+
+def test_missing_statistics_name_their_reason(judged) -> None:  # type: ignore[no-untyped-def]
+    with judged.transaction() as db:
+        everything = json.loads(json.dumps(build_report(load_frames(db), rounds=20).as_dict()))
+        one_rater = json.loads(json.dumps(build_report(load_frames(db, Filters(rater="r1")), rounds=20).as_dict()))
+    assert everything["overall"]["missing"] == {} and unexplained(everything) == {}
+    assert everything["raters"][0]["missing"] == {"gold_accuracy": "no gold tasks judged"}
+    # a rater alone: nobody to agree with, but their own position bias and quality still count
+    assert one_rater["overall"]["missing"] == {
+        name: "no task has best choices from two or more raters"
+        for name in ("best_alpha_nominal", "pairwise_agreement", "cohen_kappa_best")} | {
+        name: "no summary has quality ratings from two or more raters"
+        for name in ("quality_alpha_ordinal", "quality_alpha_interval")} | {
+        name: "no summary has factual ratings from two or more raters"
+        for name in ("factual_alpha_nominal", "factual_fleiss_kappa")}
+    (r1,) = one_rater["raters"]
+    assert r1["position_bias_p"] == pytest.approx(1.0) and r1["missing"]["majority_agreement"] == "no shared tasks"
+    assert unexplained(one_rater) == {}
+
+
+def test_win_rates_per_round_leave_out_tasks_of_no_round(judged) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import update
+
+    from db import ComparisonTask
+
+    with judged.transaction() as db:
+        db.execute(update(ComparisonTask).where(ComparisonTask.round == 1).values(round=None))
+        models = build_report(load_frames(db), rounds=20).models
+    assert {row["round"] for row in models["by_round"]} == {2}
+    # the tasks of no round still count in the win rates over all tasks
+    assert {s["source"]: s["comparisons"] for s in models["sources"]}["alpha"] == 64
