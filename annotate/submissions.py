@@ -40,12 +40,21 @@ class Submission:
     comment: str | None = None
 
 
-def _own_assignment(db: Session, assignment_id: int, rater: Rater) -> Assignment:
-    # Row lock: two submits of one assignment (a double click) run one after the other.
-    assignment = db.scalar(select(Assignment).where(Assignment.id == assignment_id).with_for_update())
-    if assignment is None or assignment.rater_id != rater.id:
+def _own_assignment(db: Session, assignment_id: int, rater: Rater) -> tuple[Assignment, ComparisonTask]:
+    """The rater's assignment and its task, both locked, the task first: the queue locks the task
+    row before it counts leases, so a submit and a new lease on the same task take turns (in the
+    same order, so they cannot deadlock), and two submits of one assignment (a double click) too."""
+    task_id = db.scalar(select(Assignment.task_id).where(Assignment.id == assignment_id,
+                                                         Assignment.rater_id == rater.id))
+    if task_id is None:
         raise NotFound(f"no assignment {assignment_id} for {rater.name}")
-    return assignment
+    # populate_existing: the rows as committed by whoever held the lock before, not as cached.
+    locked = {"populate_existing": True}
+    task = db.scalars(select(ComparisonTask).where(ComparisonTask.id == task_id).with_for_update()
+                      .execution_options(**locked)).one()
+    assignment = db.scalars(select(Assignment).where(Assignment.id == assignment_id).with_for_update()
+                            .execution_options(**locked)).one()
+    return assignment, task
 
 
 def validate(assignment: Assignment, sub: Submission, now: datetime) -> None:
@@ -79,13 +88,16 @@ def validate(assignment: Assignment, sub: Submission, now: datetime) -> None:
 def submit(db: Session, assignment_id: int, rater: Rater, sub: Submission, *,
            now: datetime | None = None) -> Judgement:
     """Store the judgement. Submitting the same assignment again returns the stored judgement."""
-    now = now or utcnow()
-    assignment = _own_assignment(db, assignment_id, rater)
+    assignment, task = _own_assignment(db, assignment_id, rater)
+    now = now or utcnow()  # read after the locks: a lease that expired while waiting has expired
     if assignment.status == AssignmentStatus.SUBMITTED:
         stored = db.scalar(select(Judgement).where(Judgement.assignment_id == assignment.id))
         if stored is not None:
             return stored  # a double click or a retried request
     validate(assignment, sub, now)
+    if task.judgement_count >= task.replication_target:
+        # A late submit on a lease that expired as another rater took the task: the target holds.
+        raise InvalidInput("this task already has all its judgements; open the next task", field="assignment")
     assert sub.best is not None  # validate() refuses a submission without one
     shown = dict(zip(LETTERS, assignment.display_order, strict=False))
     judgement = Judgement(
@@ -109,7 +121,7 @@ def skip(db: Session, assignment_id: int, rater: Rater, reason: str, *, now: dat
     reason = (reason or "").strip()
     if not reason:
         raise InvalidInput(f"give a reason, e.g. {', '.join(SKIP_REASONS)}", field="reason")
-    assignment = _own_assignment(db, assignment_id, rater)
+    assignment, _ = _own_assignment(db, assignment_id, rater)
     if assignment.status != AssignmentStatus.LEASED:
         raise InvalidInput(f"this task was already {assignment.status.value}", field="assignment")
     assignment.status, assignment.skip_reason = AssignmentStatus.SKIPPED, reason[:256]

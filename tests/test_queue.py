@@ -306,3 +306,39 @@ def test_gold_and_users_commands(env, monkeypatch: pytest.MonkeyPatch, ctx) -> N
         assert db.get(ComparisonTask, task).gold_candidate_id == cand
     listed = json.loads(runner.invoke(cli, ["users", "list", "--json"]).stdout)
     assert listed == [{"name": "gina", "role": "annotator", "active": True, "gold_judged": 0, "gold_accuracy": None}]
+
+
+def test_a_submit_racing_its_lease_expiry_never_pushes_a_task_past_its_target(sessions) -> None:  # type: ignore[no-untyped-def]
+    """Rater A's lease expires as rater B is given the task in an open transaction; A's submit,
+    stamped before the expiry, arrives meanwhile. It waits for the task row, and the target holds
+    whichever way the race goes."""
+    (task,) = make_tasks(sessions, 1, target=1)
+    a_id, b_id = make_raters(sessions, 2)
+    start = utcnow()
+    a_assignment = lease(sessions, a_id, now=start)[0]
+    expiry = start + POLICY.lease
+    b_lease_open, a_done = threading.Event(), threading.Event()
+    outcome: dict[str, object] = {}
+
+    def a_submits() -> None:
+        b_lease_open.wait()
+        try:
+            outcome["a"] = do_submit(sessions, a_id, a_assignment, full(), now=expiry - timedelta(seconds=1))
+        except InvalidInput as exc:
+            outcome["a"] = exc
+        a_done.set()
+
+    thread = threading.Thread(target=a_submits)
+    thread.start()
+    with transaction(sessions) as db:  # B's lease, held open while A's submit arrives
+        b_assignment = next_assignment(db, db.get(Rater, b_id), POLICY, now=expiry + timedelta(seconds=1))
+        assert b_assignment is not None and b_assignment.task_id == task
+        b_lease_open.set()
+        assert not a_done.wait(1.0), "the submit went ahead without waiting for the task row"
+    thread.join(timeout=30)
+    b_assignment_id = b_assignment.id
+    with pytest.raises(InvalidInput, match="already has all its judgements"):
+        do_submit(sessions, b_id, b_assignment_id, full(), now=expiry + timedelta(seconds=2))
+    with transaction(sessions) as db:
+        assert db.scalar(select(func.count()).select_from(Judgement).where(Judgement.task_id == task)) == 1
+        assert db.get(ComparisonTask, task).judgement_count == 1
