@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,13 +178,10 @@ EXPORT_FORMATS = ("jsonl", "parquet", "hf-dataset")
 
 def write_table(frame: pd.DataFrame, out: Path, fmt: str) -> None:
     """JSONL, Parquet, or a Hugging Face dataset folder (`datasets.load_from_disk` reads it),
-    written beside `out` under a temporary name and renamed into place: a reader never sees half
-    an export, and an interrupted one leaves the previous file as it was."""
+    written whole or not at all (`_replacing`)."""
     if fmt not in EXPORT_FORMATS:
         raise InvalidInput(f"must be one of {', '.join(EXPORT_FORMATS)}", field="format")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
+    with _replacing(out) as tmp:
         if fmt == "jsonl":
             frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
         elif fmt == "parquet":
@@ -190,11 +190,20 @@ def write_table(frame: pd.DataFrame, out: Path, fmt: str) -> None:
             import datasets
 
             datasets.Dataset.from_pandas(frame, preserve_index=False).save_to_disk(str(tmp))
-            if out.is_dir():
-                shutil.rmtree(out)
-        os.replace(tmp, out)
+
+
+@contextmanager
+def _replacing(dest: Path) -> Iterator[Path]:
+    """Yield a path to write a file or a folder at, in a hidden folder of its own beside `dest`;
+    on success it is renamed into `dest`'s place, and on any error the hidden folder goes. A reader
+    never sees half an export, and a failed or interrupted one leaves the previous one as it was."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        written = staging / dest.name
+        yield written
+        if dest.exists() and (dest.is_dir() or written.is_dir()):
+            os.replace(dest, staging / "previous")  # rename() puts a folder only where nothing is
+        os.replace(written, dest)
     finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings, load_settings
-from db import make_engine, session_factory, transaction, upgrade
+from db import make_engine, read_transaction, session_factory, transaction, upgrade
 from training.registry import register_defaults
 from training.rounds.config import LoopSettings
 
@@ -23,6 +23,13 @@ class Context:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         with transaction(self.sessions) as db:
+            yield db
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only snapshot for long reads (exports, reports): annotators' submits go on
+        meanwhile instead of waiting for it, and a write in it fails."""
+        with read_transaction(self.sessions) as db:
             yield db
 
     def loop_settings(self) -> LoopSettings:

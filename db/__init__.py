@@ -1,5 +1,5 @@
 """Tables, engine and migrations. Imports nothing else from Calibra."""
-from db.engine import Transactions, make_engine, session_factory, transaction
+from db.engine import Transactions, make_engine, read_transaction, session_factory, transaction
 from db.migrate import upgrade
 from db.models import (
     Assignment,
@@ -32,5 +32,5 @@ __all__ = [
     "ComparisonTask", "Document", "Judgement", "LoopSetting", "ModelKind", "ModelStatus", "ModelVersion",
     "Rater", "RegistryEvent", "Role", "RoundStage", "RoundStatus", "StageStatus", "Strength", "TaskCandidate",
     "TrainingRound",
-    "Transactions", "make_engine", "session_factory", "transaction", "upgrade",
+    "Transactions", "make_engine", "read_transaction", "session_factory", "transaction", "upgrade",
 ]

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -13,10 +14,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_READ_ONLY = "calibra_read_only"
+"""The execution option that opens a SQLite transaction as a read-only snapshot (`read_transaction`)."""
+READ_ONLY_OPTIONS: dict[str, dict[str, Any]] = {
+    "sqlite": {SQLITE_READ_ONLY: True},
+    "postgresql": {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True},
+}
+"""Execution options of `read_transaction` per backend; other backends get an ordinary transaction."""
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """Create an engine; SQLite gets WAL, foreign keys, a busy timeout and write-locking BEGIN."""
+    """Create an engine; SQLite gets WAL with full syncs, foreign keys, a busy timeout, write-locking
+    BEGIN for transactions and a lock-free BEGIN for read-only snapshots."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, echo=echo, pool_pre_ping=True)
@@ -34,7 +43,9 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # FULL syncs the WAL at every commit, so an acknowledged judgement survives a power loss;
+        # NORMAL keeps it through a crash of the app but may lose the last commits with the power.
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.close()
 
     # Threads of one process queue for the write lock here, in order, instead of in SQLite's
@@ -44,6 +55,13 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(SQLITE_READ_ONLY):
+            # Deferred and without the write lock: in WAL mode the transaction reads the snapshot
+            # of its first read while writers go on committing. query_only makes a write fail.
+            conn.exec_driver_sql("BEGIN")
+            conn.exec_driver_sql("PRAGMA query_only=ON")
+            conn.info["calibra_query_only"] = True
+            return
         write_lock.acquire()
         conn.info["calibra_write_lock"] = True
         # Take the write lock up front: a deferred transaction that reads and then writes can
@@ -55,6 +73,9 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             raise
 
     def _release(conn: Connection) -> None:
+        if conn.info.pop("calibra_query_only", False) and not conn.invalidated:
+            # The pragma stays with the pooled connection: the next transaction on it may write.
+            conn.exec_driver_sql("PRAGMA query_only=OFF")
         if conn.info.pop("calibra_write_lock", False):
             write_lock.release()
 
@@ -71,6 +92,17 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One short unit of work: commit on success, roll back everything on any error."""
     with factory() as session, session.begin():
+        yield session
+
+
+@contextmanager
+def read_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A long read (an export, a report) of one consistent snapshot that never holds up writers:
+    on SQLite a deferred transaction without the write lock, on PostgreSQL REPEATABLE READ, READ
+    ONLY. A write in it fails."""
+    with factory() as session, session.begin():
+        # Options given before the session's first statement shape the BEGIN its connection opens.
+        session.connection(execution_options=READ_ONLY_OPTIONS.get(session.get_bind().dialect.name, {}))
         yield session
 
 
