@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import gradio as gr
-from sqlalchemy.exc import OperationalError
 
 from annotate.errors import InvalidInput, NotFound
+from db.errors import is_busy
 
 log = logging.getLogger(__name__)
 FAILED = "That failed; the error is in the server's log."
@@ -24,13 +24,6 @@ BUSY = "The database is busy; nothing was stored. Try again in a moment."
 
 class NotLoggedIn(Exception):
     pass
-
-
-def _is_busy(exc: OperationalError) -> bool:
-    # SQLite's "database is locked" / "database is busy" after its busy timeout; PostgreSQL's
-    # lock_timeout and serialisation failures read the same to a rater: try again.
-    text = str(exc.orig).lower()
-    return any(word in text for word in ("locked", "busy", "lock timeout", "could not serialize"))
 
 
 @contextmanager
@@ -44,12 +37,9 @@ def shown_to_user(action: str, who: str | None) -> Iterator[None]:
         raise gr.Error(str(exc)) from None
     except gr.Error:
         raise
-    except OperationalError as exc:
-        if not _is_busy(exc):
-            log.exception("%s failed for %r", action, who)
-            raise gr.Error(FAILED) from None
-        log.warning("%s for %r: database busy", action, who)
-        raise gr.Error(BUSY) from None
-    except Exception:
+    except Exception as exc:
+        if is_busy(exc):
+            log.warning("%s for %r: database busy", action, who)
+            raise gr.Error(BUSY) from None
         log.exception("%s failed for %r", action, who)
         raise gr.Error(FAILED) from None

@@ -134,7 +134,9 @@ def make_handlers(ctx: Context) -> Handlers:
 
 
 def build_app(h: Handlers) -> gr.Blocks:
-    with gr.Blocks(title="Calibra · annotate", analytics_enabled=False) as demo:
+    # delete_cache: the dashboard's CSV downloads live in Gradio's cache; files older than a day
+    # are removed every hour, so the folder does not grow with every click.
+    with gr.Blocks(title="Calibra · annotate", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         assignment = gr.State(None)  # server-side: the current assignment id
         shown = gr.State(0)  # how many summaries this task has
         with gr.Tab("Annotate", elem_id="annotate-tab"):
