@@ -1,0 +1,141 @@
+"""The app killed mid-flight: every judgement it acknowledged is stored exactly once."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from annotate.queue import queue_size
+from annotate.users import add_user
+from db.models import (
+    Assignment,
+    AssignmentStatus,
+    Candidate,
+    CandidateOrigin,
+    ComparisonTask,
+    Document,
+    Judgement,
+    Rater,
+    Role,
+    TaskCandidate,
+    digest,
+    utcnow,
+)
+from tests.test_web import _free_port
+
+PASSWORD = "fault-pass-1"
+ANNOTATORS = 20
+LEASE_MINUTES = 0.05  # three seconds, so the leases the killed app held come back within the test
+
+
+def _seed(ctx, tasks: int) -> None:  # type: ignore[no-untyped-def]
+    with ctx.transaction() as db:
+        for i in range(tasks):
+            text = f"Fault post {i}: the kettle, the landlord and the lost deposit."
+            doc = Document(source="fault", title=f"Post {i}", text=text, content_hash=digest(text))
+            cands = [Candidate(document=doc, text=f"summary {j} of post {i}", text_hash=digest(f"f{j}-{i}"),
+                               origin=CandidateOrigin.IMPORTED) for j in range(3)]
+            db.add(ComparisonTask(document=doc, replication_target=3,
+                                  slots=[TaskCandidate(candidate=c, slot=j) for j, c in enumerate(cands)]))
+        for r in range(ANNOTATORS):
+            add_user(db, f"crowd{r}", Role.ANNOTATOR, PASSWORD)
+
+
+def _serve(port: int) -> subprocess.Popen[str]:
+    app = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--no-worker", "--port", str(port)],
+                           env={**os.environ, "CALIBRA_LEASE_MINUTES": str(LEASE_MINUTES)},
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert app.stdout is not None and "Calibra is running" in app.stdout.readline()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/login", timeout=2).raise_for_status()
+            return app
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError("the app did not start")
+
+
+def _annotate(url: str, name: str, acknowledged: list[int], cookies: dict[str, str], ready: threading.Barrier) -> None:
+    """Judge until the app goes away; record every submit the app answered with stored: true."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        client.post("/login", data={"username": name, "password": PASSWORD}).raise_for_status()
+        cookies.update(client.cookies)
+        ready.wait()
+        try:
+            while True:
+                task = client.post("/gradio_api/run/next_task", json={"data": []}).json()["data"][0]["task"]
+                if task is None:
+                    return
+                letters = [s["letter"] for s in task["summaries"]]
+                reply = client.post("/gradio_api/run/submit", json={"data": [
+                    task["assignment_id"], letters[0], {c: 5 for c in letters}, {c: True for c in letters},
+                    "better", False, None]})
+                if reply.status_code == 200 and reply.json()["data"][0] == {"stored": True}:
+                    acknowledged.append(task["assignment_id"])
+        except (httpx.HTTPError, ValueError, KeyError):  # the app was killed under us
+            return
+
+
+@pytest.mark.slow
+def test_an_app_killed_while_twenty_annotators_submit_loses_no_acknowledged_judgement(env: Path, ctx) -> None:  # type: ignore[no-untyped-def]
+    _seed(ctx, tasks=60)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    app = _serve(port)
+    acknowledged: list[int] = []
+    cookies: dict[str, str] = {}
+    ready = threading.Barrier(ANNOTATORS + 1)
+    crowd = [threading.Thread(target=_annotate, args=(url, f"crowd{r}", acknowledged, {} if r else cookies, ready))
+             for r in range(ANNOTATORS)]
+    for t in crowd:
+        t.start()
+    ready.wait(timeout=120)
+    deadline = time.monotonic() + 60
+    while len(acknowledged) < 40 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    app.send_signal(signal.SIGKILL)
+    app.wait()
+    for t in crowd:
+        t.join(timeout=60)
+    assert len(acknowledged) >= 40, "the crowd never got going"
+
+    with ctx.transaction() as db:
+        stored = db.scalars(select(Judgement.assignment_id)).all()
+        assert len(stored) == len(set(stored))  # at most one judgement per assignment
+        missing = set(acknowledged) - set(stored)
+        assert not missing, f"acknowledged but not stored: {sorted(missing)}"
+        for task in db.scalars(select(ComparisonTask)):
+            count = db.scalar(select(func.count()).select_from(Judgement).where(Judgement.task_id == task.id))
+            assert count == task.judgement_count <= task.replication_target
+        submitted = db.scalar(select(func.count()).select_from(Assignment)
+                              .where(Assignment.status == AssignmentStatus.SUBMITTED))
+        assert submitted == len(stored)
+        leased_at_kill = db.scalar(select(func.count()).select_from(Assignment)
+                                   .where(Assignment.status == AssignmentStatus.LEASED,
+                                          Assignment.lease_expires_at > utcnow()))
+        add_user(db, "latecomer", Role.ANNOTATOR, PASSWORD)
+    assert leased_at_kill > 0  # the app died holding leases: they must come back
+    time.sleep(LEASE_MINUTES * 60 + 0.5)
+    with ctx.transaction() as db:
+        latecomer = db.scalar(select(Rater).where(Rater.name == "latecomer"))
+        not_full = db.scalar(select(func.count()).select_from(ComparisonTask)
+                             .where(ComparisonTask.judgement_count < ComparisonTask.replication_target))
+        assert queue_size(db, latecomer) == not_full  # no lease is stuck on a dead app
+
+    app = _serve(port)  # a restarted app accepts the sessions of the killed one: they live in the database
+    try:
+        with httpx.Client(base_url=url, timeout=30, cookies=cookies) as client:
+            reply = client.post("/gradio_api/run/next_task", json={"data": []})
+            assert reply.status_code == 200 and "task" in reply.json()["data"][0]
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
