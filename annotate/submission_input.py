@@ -41,6 +41,10 @@ def text(value: Any, field: str, max_chars: int, *, required: bool) -> str | Non
         raise InvalidInput(f"is {len(value)} characters long; at most {max_chars} are kept", field=field)
     if any(ch in _CONTROL for ch in value):
         raise InvalidInput("contains control characters", field=field)
+    try:  # JSON can carry lone surrogates ("\ud800"), which no database can store as UTF-8
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("is not valid Unicode text", field=field) from None
     return value.strip()
 
 
