@@ -23,6 +23,8 @@ class Settings:
     lease_minutes: float = field(default=15.0, metadata={"help": "how long an opened task stays leased"})
     replication: int = field(default=3, metadata={"help": "judgements wanted per task"})
     gold_rate: float = field(default=0.1, metadata={"help": "share of requests offered a gold task"})
+    busy_timeout_s: float = field(default=30.0, metadata={
+        "help": "a request that waits longer for a database lock is refused with 'try again'"})
     session_hours: float = field(default=12.0, metadata={"help": "a login lasts this long, then asks again"})
     round_min_judgements: int = field(default=30, metadata={"help": "fewer new judgements skip a round"})
     round_ranker: bool = field(default=False, metadata={"help": "rounds retrain the ranking model too"})
@@ -86,8 +88,8 @@ def load_settings(config_file: str | None = None, environ: dict[str, str] | None
 
 def _coerce(name: str, value: Any) -> Any:
     kinds: dict[str, Callable[[Any], Any]] = {
-        "max_document_chars": int, "lease_minutes": float, "session_hours": float, "replication": int,
-        "gold_rate": float,
+        "max_document_chars": int, "lease_minutes": float, "busy_timeout_s": float, "session_hours": float,
+        "replication": int, "gold_rate": float,
         "round_min_judgements": int, "round_ranker": _boolean, "round_batch_docs": int, "round_schedule": str,
         "promote_min_win_rate": float, "promote_max_length_growth": float, "hacking_alarm_gap": float,
         "next_batch_selection": random_or_uncertainty}

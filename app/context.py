@@ -44,7 +44,7 @@ class Context:
 def open_context(settings: Settings | None = None) -> Context:
     """Upgrade the database to the newest schema and register the default models once."""
     settings = settings or load_settings()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, busy_timeout_s=settings.busy_timeout_s)
     upgrade(engine)
     ctx = Context(settings, engine, session_factory(engine))
     with ctx.transaction() as db:

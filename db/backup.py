@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 
-from db.engine import SQLITE_BUSY_TIMEOUT_MS
+from db.engine import BUSY_TIMEOUT_S
 
 PG_BINARIES = Path("/usr/lib/postgresql")  # Debian's layout: one <version>/bin per installed server
 
@@ -78,7 +78,7 @@ def _sqlite_file(url: URL) -> Path:
 
 def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     uri = path.absolute().as_uri() + ("?mode=ro" if read_only else "")
-    return sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+    return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
 
 
 def _sqlite_backup(database: Path, dest: Path) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+BUSY_TIMEOUT_S = 30.0
 SQLITE_READ_ONLY = "calibra_read_only"
 """The execution option that opens a SQLite transaction as a read-only snapshot (`read_transaction`)."""
 READ_ONLY_OPTIONS: dict[str, dict[str, Any]] = {
@@ -23,17 +23,23 @@ READ_ONLY_OPTIONS: dict[str, dict[str, Any]] = {
 """Execution options of `read_transaction` per backend; other backends get an ordinary transaction."""
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
+def make_engine(url: str, *, echo: bool = False, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Engine:
     """Create an engine; SQLite gets WAL with full syncs, foreign keys, a busy timeout, write-locking
-    BEGIN for transactions and a lock-free BEGIN for read-only snapshots."""
+    BEGIN for transactions and a lock-free BEGIN for read-only snapshots. A statement that waits
+    longer than `busy_timeout_s` for a lock fails (SQLite's busy timeout, PostgreSQL's
+    lock_timeout) and its transaction rolls back: a client is told to try again instead of
+    waiting without end (`db.errors.is_busy`)."""
     parsed = make_url(url)
+    timeout_ms = int(busy_timeout_s * 1000)
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(url, echo=echo, pool_pre_ping=True,
+                             connect_args={"options": f"-c lock_timeout={timeout_ms}"})
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, echo=echo, pool_pre_ping=True)
 
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, echo=echo, connect_args={
-        "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+    engine = create_engine(url, echo=echo, connect_args={"timeout": busy_timeout_s, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
@@ -42,7 +48,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={timeout_ms}")
         # FULL syncs the WAL at every commit, so an acknowledged judgement survives a power loss;
         # NORMAL keeps it through a crash of the app but may lose the last commits with the power.
         cursor.execute("PRAGMA synchronous=FULL")

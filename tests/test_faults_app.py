@@ -139,3 +139,39 @@ def test_an_app_killed_while_twenty_annotators_submit_loses_no_acknowledged_judg
     finally:
         app.terminate()
         app.wait(timeout=30)
+
+
+def test_a_database_busy_beyond_its_timeout_asks_to_try_again_and_stores_nothing(ctx) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+    from dataclasses import replace
+
+    from app.context import open_context
+    from app.web import launch
+
+    _seed(ctx, tasks=2)
+    impatient = open_context(replace(ctx.settings, busy_timeout_s=0.5))
+    port = _free_port()
+    server = launch(impatient, "127.0.0.1", port, block=False)
+    blocker = sqlite3.connect(ctx.engine.url.database, isolation_level=None)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}/", timeout=30) as client:
+            client.post("/login", data={"username": "crowd0", "password": PASSWORD}).raise_for_status()
+            task = client.post("/gradio_api/run/next_task", json={"data": []}).json()["data"][0]["task"]
+            letters = [s["letter"] for s in task["summaries"]]
+            judgement = [task["assignment_id"], "A", {c: 3 for c in letters}, {c: False for c in letters}, None,
+                         False, None]
+            blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock past the timeout
+            busy = client.post("/gradio_api/run/submit", json={"data": judgement})
+            assert busy.json()["error"] == "The database is busy; nothing was stored. Try again in a moment."
+            blocker.execute("ROLLBACK")
+            with ctx.transaction() as db:
+                assert db.scalar(select(func.count(Judgement.id))) == 0
+            retried = client.post("/gradio_api/run/submit", json={"data": judgement})
+            assert retried.json()["data"][0] == {"stored": True}
+        with ctx.transaction() as db:
+            (stored,) = db.scalars(select(Judgement)).all()
+            assert stored.assignment_id == task["assignment_id"] and len(stored.ratings) == len(letters)
+    finally:
+        blocker.close()
+        server.close()
+        impatient.engine.dispose()
