@@ -163,12 +163,17 @@ def judgements_table(db: Session, filters: Filters = Filters()) -> pd.DataFrame:
     shown = frames.shown.sort_values(["judgement_id", "position"]).groupby("judgement_id")
     ratings = frames.ratings.groupby("judgement_id")
     out = frames.judgements.copy()
-    out["display_order"] = out.judgement_id.map(shown.candidate_id.apply(list))
-    out["display_sources"] = out.judgement_id.map(shown.source.apply(list))
-    out["ratings"] = out.judgement_id.map(ratings.apply(
-        lambda g: [{"candidate_id": int(r.candidate_id), "quality": None if pd.isna(r.quality) else int(r.quality),
-                    "factual": None if pd.isna(r.factual) else bool(r.factual)} for r in g.itertuples()],
-        include_groups=False))
+    if out.empty:  # nothing judged yet: the columns without rows (apply on no groups gives a frame)
+        for column in ("display_order", "display_sources", "ratings"):
+            out[column] = pd.Series(dtype=object)
+    else:
+        out["display_order"] = out.judgement_id.map(shown.candidate_id.apply(list))
+        out["display_sources"] = out.judgement_id.map(shown.source.apply(list))
+        out["ratings"] = out.judgement_id.map(ratings.apply(
+            lambda g: [{"candidate_id": int(r.candidate_id),
+                        "quality": None if pd.isna(r.quality) else int(r.quality),
+                        "factual": None if pd.isna(r.factual) else bool(r.factual)} for r in g.itertuples()],
+            include_groups=False))
     out["created_at"] = out.created_at.astype(str)
     return out.rename(columns={"best": "best_candidate_id", "gold": "gold_candidate_id"})
 
@@ -182,7 +187,9 @@ def write_table(frame: pd.DataFrame, out: Path, fmt: str) -> None:
     if fmt not in EXPORT_FORMATS:
         raise InvalidInput(f"must be one of {', '.join(EXPORT_FORMATS)}", field="format")
     with _replacing(out) as tmp:
-        if fmt == "jsonl":
+        if fmt == "jsonl" and frame.empty:
+            tmp.write_text("")  # pandas would write one blank line, which no JSONL reader takes
+        elif fmt == "jsonl":
             frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
         elif fmt == "parquet":
             frame.to_parquet(tmp, index=False)

@@ -84,3 +84,11 @@ def test_judgements_command(judged, env: Path) -> None:  # type: ignore[no-untyp
     assert len(rows) == 36 and {"rater", "display_order", "display_sources", "seconds", "ratings"} <= set(rows[0])
     bad = runner.invoke(cli, ["export", "preferences", "--out", str(out), "--margin", "huge"])
     assert bad.exit_code == 2 and "margin must be one of" in bad.output
+
+
+@pytest.mark.parametrize("kind", ["judgements", "preferences"])
+def test_exports_of_an_empty_database_write_empty_files(ctx, env: Path, kind: str) -> None:  # type: ignore[no-untyped-def]
+    out = env / f"{kind}.jsonl"
+    result = runner.invoke(cli, ["export", kind, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == "" and result.output.startswith("0 ")
