@@ -10,8 +10,6 @@ job just requests a round. The schedule's spec is a loop setting any process may
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 from collections.abc import Callable
 from datetime import UTC, timedelta
@@ -22,6 +20,7 @@ from sqlalchemy import Engine, select
 
 from db.engine import Transactions, make_engine, session_factory, transaction
 from db.models import RoundStatus, TrainingRound
+from training.artifacts import ended, this_process
 from training.rounds.config import LoopSettings, RoundOptions
 from training.rounds.runner import run_round
 from training.rounds.schedule import current_schedule, parse_schedule
@@ -44,16 +43,6 @@ def request_scheduled_round(database_url: str) -> None:
         engine.dispose()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Worker:
     def __init__(self, tx: Transactions, engine: Engine, settings: LoopSettings, make_tasks: TaskMaker, *,
                  default_schedule: str = "mon 02:00", poll_s: float = 2.0, heartbeat_s: float = 5.0,
@@ -61,19 +50,13 @@ class Worker:
         self.tx, self.engine, self.settings, self.make_tasks = tx, engine, settings, make_tasks
         self.default_schedule, self.poll_s, self.heartbeat_s = default_schedule, poll_s, heartbeat_s
         self.stale_after = timedelta(seconds=stale_after_s)
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.name = this_process()
         self.scheduler: BackgroundScheduler | None = None
         self._spec: str | None = None
 
-    def _dead(self, worker: str) -> bool:
-        """A worker of this machine whose process is gone (restarted after a crash): no need
-        to wait for its heartbeat to go stale."""
-        host, _, pid = worker.rpartition(":")
-        return host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid))
-
     def recover(self) -> list[tuple[int, str]]:
-        with self.tx() as db:
-            done = recover_stale(db, self.stale_after, self._dead)
+        with self.tx() as db:  # a worker of this machine that ended (a crash) need not go stale first
+            done = recover_stale(db, self.stale_after, ended)
         for number, what in done:
             log.warning("round %s: its worker stopped; %s", number, what)
         return done

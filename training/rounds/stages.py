@@ -29,6 +29,7 @@ from db.models import (
     ModelVersion,
     Rater,
     RoundStage,
+    RoundStatus,
     StageStatus,
     TaskCandidate,
     TrainingRound,
@@ -90,15 +91,23 @@ class RoundContext:
             return dict(row.metrics or {}) if row is not None and row.status == StageStatus.DONE else {}
 
 
+def _succeeded_rounds(db: Session, number: int) -> list[TrainingRound]:
+    """The rounds before `number` that succeeded. A round that failed (a full disk, say) or was
+    cancelled did not finish learning from its judgements: the next round takes them again, and
+    the pairs it held out are held out no more."""
+    return list(db.scalars(select(TrainingRound).where(TrainingRound.number < number,
+                                                      TrainingRound.status == RoundStatus.SUCCEEDED)))
+
+
 def _previous_snapshot_end(db: Session, number: int) -> int | None:
     """The last judgement id an earlier round trained on."""
-    rounds = db.scalars(select(TrainingRound).where(TrainingRound.number < number, TrainingRound.snapshot.is_not(None)))
-    ends = [int(r.snapshot["judgement_id_max"]) for r in rounds if r.snapshot and r.snapshot.get("judgement_id_max")]
+    ends = [int(r.snapshot["judgement_id_max"]) for r in _succeeded_rounds(db, number)
+            if r.snapshot and r.snapshot.get("judgement_id_max")]
     return max(ends) if ends else None
 
 
 def snapshot(ctx: RoundContext) -> dict[str, Any]:
-    """The judgements since the previous round's snapshot, exported as preference pairs: the
+    """The judgements since the last succeeded round's snapshot, exported as preference pairs: the
     judges' training pairs (earlier rounds too with `pool`) and the newest batch's held-out
     documents (Llama 2 tests a judge on the batch it will judge next)."""
     opts = ctx.options
@@ -179,6 +188,8 @@ def judges(ctx: RoundContext) -> dict[str, Any]:
     kinds = [ModelKind.REWARD, *([ModelKind.RANKER] if ctx.settings.ranker else [])]
     test_file = ctx.folder / "judge_test.jsonl"
     has_test = test_file.exists() and test_file.read_text().strip() != ""
+    with ctx.tx() as db:
+        earlier_rounds = sorted(r.number for r in _succeeded_rounds(db, ctx.number))
     out: dict[str, Any] = {}
     for kind in kinds:
         with ctx.tx() as db:
@@ -203,10 +214,9 @@ def judges(ctx: RoundContext) -> dict[str, Any]:
         current_acc = (evaluate_file(ctx.tx, kind.value, current_name, test_file)["accuracy"]
                        if has_test and current_name else None)
         earlier = {}
-        for folder in sorted((ctx.settings.home / "rounds").glob("loop-*")):
-            old = folder / "judge_test.jsonl"
-            number = int(folder.name.split("-")[1])
-            if number < ctx.number and old.exists() and old.read_text().strip():
+        for number in earlier_rounds:
+            old = ctx.settings.home / "rounds" / f"loop-{number}" / "judge_test.jsonl"
+            if old.exists() and old.read_text().strip():
                 earlier[str(number)] = evaluate_file(ctx.tx, kind.value, name, old)["accuracy"]
         used = current_acc is None or (new_acc is not None and new_acc >= current_acc)
         with ctx.tx() as db:
