@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from annotate.errors import InvalidInput
@@ -103,6 +103,16 @@ def create_tasks(db: Session, spec: TaskSpec, *, source: str | None = None, limi
         created.append(task)
     db.flush()
     return created
+
+
+def untasked_documents(db: Session, *, source: str | None = None) -> list[int]:
+    """Documents with text that are in no task yet, oldest first."""
+    query = (select(Document.id).where(Document.has_text.is_(True),
+                                       ~exists().where(ComparisonTask.document_id == Document.id))
+             .order_by(Document.id))
+    if source is not None:
+        query = query.where(Document.source == source)
+    return list(db.scalars(query))
 
 
 def create_pair_tasks(db: Session, spec: TaskSpec, pairs: dict[int, tuple[int, int]]) -> list[ComparisonTask]:

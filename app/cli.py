@@ -466,15 +466,27 @@ def demo_seed(per_doc: Annotated[int, typer.Option(help="samples per post from t
     """Load the shipped demo posts, sample candidates from the active policy, create tasks and
     the demo logins (password "calibra-demo").
 
-    Running it again adds nothing new. Example: calibra demo seed
+    Running it again adds nothing new, and a run that was interrupted at any stage goes on where
+    it stopped. Example: calibra demo seed
     """
+    from annotate.tasks import TaskSpec, create_tasks, untasked_documents
     from annotate.users import ensure_users
     from db.models import Role
+    from training.candidates import generate_candidates
+    from training.generation import SamplingConfig
 
     import_documents(file=DEMO_POSTS, source="demo", layout="documents")
-    generate(per_doc=per_doc, source="demo", seed=0)
-    tasks_create(per_task=min(4, per_doc + 1), batch="demo", source="demo")
     ctx = open_context()
+    # A post is done once it is in a task: an interrupted seed samples only the others, and a
+    # finished one adds nothing (a post whose samples came out alike is not sampled again).
+    with ctx.reading() as db:
+        todo = untasked_documents(db, source="demo")
+    if todo:
+        made = generate_candidates(ctx.transaction, SamplingConfig(per_doc=per_doc, seed=0), document_ids=todo)
+        spec = TaskSpec(per_task=min(4, per_doc + 1), replication=ctx.settings.replication, batch="demo")
+        with ctx.transaction() as db:
+            tasks = len(create_tasks(db, spec, document_ids=todo))
+        typer.echo(f"{made['candidates_added']} candidates from {made['model']}, {tasks} tasks")
     with ctx.transaction() as db:
         ensure_users(db, {name: Role(role) for name, role in DEMO_USERS.items()}, DEMO_PASSWORD)
     typer.echo(f"demo logins: {', '.join(DEMO_USERS)} (password: {DEMO_PASSWORD})")
