@@ -8,9 +8,9 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 
-from annotate.errors import InvalidInput
+from annotate.errors import InvalidInput, NotFound
 from app.config import ConfigError
-from training.errors import CheckpointMismatch, FetchError, ModelLoadError, UsageError
+from training.errors import ArtifactError, CheckpointMismatch, FetchError, ModelLoadError, UsageError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -26,7 +26,8 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except (InvalidInput, ConfigError, ModelLoadError, FetchError, CheckpointMismatch, UsageError, CliError) as exc:
+        except (InvalidInput, NotFound, ConfigError, ModelLoadError, FetchError, CheckpointMismatch, UsageError,
+                ArtifactError, CliError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
     return wrapper

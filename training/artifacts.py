@@ -19,11 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-
-class ArtifactError(Exception):
-    """An artifact that could not be written (a full disk, a read-only folder, ...). The message
-    names the artifact's folder and the cause, which the serializers' own errors often do not
-    (safetensors and tokenizers report a full disk without a path)."""
+from training.errors import ArtifactError
 
 
 def this_process() -> str:
