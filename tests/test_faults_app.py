@@ -141,6 +141,7 @@ def test_an_app_killed_while_twenty_annotators_submit_loses_no_acknowledged_judg
         app.wait(timeout=30)
 
 
+@pytest.mark.sqlite  # another process holds SQLite's file lock; PostgreSQL's lock_timeout comes from the same setting
 def test_a_database_busy_beyond_its_timeout_asks_to_try_again_and_stores_nothing(ctx) -> None:  # type: ignore[no-untyped-def]
     import sqlite3
     from dataclasses import replace

@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 
 from annotate.errors import InvalidInput
 from annotate.queue import QueuePolicy, next_assignment, queue_size
-from annotate.submissions import Submission, SummaryRating, skip, submit
 from annotate.sessions import check_password
+from annotate.submissions import Submission, SummaryRating, skip, submit
 from annotate.users import add_user
 from db import (
     Assignment,
