@@ -50,7 +50,8 @@ def test_an_interrupted_demo_seed_goes_on_where_it_stopped(env: Path, ctx, tiny_
     _kill_when(ctx, stage)
     interrupted = _state(ctx)
     assert interrupted[2] == {} and interrupted[3] == []  # it stopped before tasks and logins
-    subprocess.run(SEED, check=True, capture_output=True)
+    resumed = subprocess.run(SEED, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
     documents, candidates, tasks, logins = _state(ctx)
     assert documents == POSTS and logins == sorted(DEMO_USERS)
     assert len(tasks) == POSTS and set(tasks.values()) == {1}  # every post in exactly one task

@@ -110,3 +110,11 @@ def test_default_policy_from_its_gguf_file(default_policy: Path) -> None:
     cfg = SamplingConfig(per_doc=2, max_new_tokens=24, seed=0)
     ((_, samples),) = list(generate(model, tok, DOCS[:1], cfg))
     assert samples and all(any(ch.isalpha() for ch in s.text) for s in samples)
+
+
+def test_a_sampled_summary_keeps_no_control_characters() -> None:
+    from training.prompts import clean_summary
+
+    # A random or broken model emits NUL and other control bytes; PostgreSQL refuses NUL in text.
+    assert clean_summary(" My\x00 landlord\x1b kept\tthe deposit.\r\nNow what?\x7f ", "chat") == \
+        "My landlord kept\tthe deposit.\nNow what?"

@@ -50,9 +50,15 @@ def build_prompt(tokenizer: PreTrainedTokenizerBase, doc: DocPrompt, template: s
     return f"{block}\nTL;DR:"
 
 
+# A model can emit any character; control characters (NUL among them, which PostgreSQL refuses
+# to store) are no part of a summary a person reads. Tab and newline are.
+_CONTROL = dict.fromkeys([*range(0, 9), *range(11, 32), 127])
+
+
 def clean_summary(text: str, template: str) -> str:
-    """The summary proper: the TL;DR layout has no end marker, so stop at the first blank line."""
-    text = text.strip()
+    """The summary proper, without control characters: the TL;DR layout has no end marker, so
+    stop at the first blank line."""
+    text = text.translate(_CONTROL).strip()
     if template == "tldr":
         text = text.split("\n\n", 1)[0].strip()
     return text
