@@ -6,15 +6,35 @@ VENV := .venv
 BIN := $(VENV)/bin
 export CALIBRA_HOME ?= $(CURDIR)/.calibra
 
-.PHONY: run test setup models demo bench
+.PHONY: run test setup models demo bench system-packages
 
 run: setup models demo
 	$(BIN)/calibra serve --host $(HOST) --port $(PORT)
 
-test: setup models
+# Lint, type-check, then the whole suite twice: on SQLite, and on PostgreSQL (tests of SQLite
+# itself are skipped there).
+test: system-packages setup models
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+	CALIBRA_TEST_DATABASE=postgresql $(BIN)/python -m pytest -q
+
+# The tests start a throw-away PostgreSQL server and drive Chromium: Debian's packages, installed
+# here when they are missing and we may (root with apt-get), else named with the command to run.
+SYSTEM_PACKAGES_MISSING = $(strip \
+	$(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql) \
+	$(if $(wildcard /usr/bin/chromium),,chromium))
+
+system-packages:
+ifneq ($(SYSTEM_PACKAGES_MISSING),)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES_MISSING); \
+	else \
+		echo "The tests need Debian's $(SYSTEM_PACKAGES_MISSING). Install them with:"; \
+		echo "    sudo apt-get install -y $(SYSTEM_PACKAGES_MISSING)"; \
+		echo "then run make test again."; exit 1; \
+	fi
+endif
 
 setup: $(BIN)/.installed
 
