@@ -151,8 +151,11 @@ def build_app(h: Handlers) -> gr.Blocks:
             with gr.Row(equal_height=False):
                 for letter in LETTERS:
                     with gr.Column(visible=False, min_width=240) as col:
+                        # Each summary shown whole (a long rewrite is the one to judge most
+                        # carefully); only the document scrolls.
                         texts.append(gr.Textbox(label=f"Summary {letter}", interactive=False, lines=3,
-                                                elem_classes=["summary"], elem_id=f"summary-{letter}"))
+                                                max_lines=400, elem_classes=["summary"],
+                                                elem_id=f"summary-{letter}"))
                         qualities.append(gr.Radio(QUALITY_ANCHORS, label=f"Overall quality of {letter}",
                                                   elem_classes=["quality"], elem_id=f"quality-{letter}"))
                         factuals.append(gr.Radio(FACTUAL, label=f"Is {letter} factual?", elem_classes=["factual"],

@@ -374,3 +374,21 @@ def test_admin_runs_watches_and_rolls_back_a_round(app_url: str, browser, loop_r
         stop.set()
         if thread.is_alive():
             thread.join(timeout=60)
+
+
+@pytest.mark.browser
+def test_long_summaries_are_shown_whole(app_url: str, browser, ctx) -> None:  # type: ignore[no-untyped-def]
+    long = " ".join(f"Sentence {i} of a summary that rewrites the whole post at length." for i in range(40))
+    with ctx.transaction() as db:
+        doc = Document(source="test", title="Long one", text="A post.", content_hash=digest("A long post."))
+        cands = [Candidate(document=doc, text=f"{long} ({j})", text_hash=digest(f"long{j}"),
+                           origin=CandidateOrigin.MODEL) for j in range(2)]
+        db.add(ComparisonTask(document=doc, replication_target=3, priority=100,
+                              slots=[TaskCandidate(candidate=c, slot=j) for j, c in enumerate(cands)]))
+    page, _ = open_as(browser, app_url, "ann1")
+    assert page.locator("#title textarea, #title input").first.input_value() == "Long one"
+    for letter in "AB":
+        box = page.locator(f"#summary-{letter} textarea")
+        assert box.input_value().startswith("Sentence 0")
+        overflow = box.evaluate("el => el.scrollHeight - el.clientHeight")
+        assert overflow <= 2, f"summary {letter} scrolls by {overflow}px"
