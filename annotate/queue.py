@@ -35,6 +35,7 @@ class QueuePolicy:
     lease: timedelta = timedelta(minutes=15)
     gold_rate: float = 0.1  # share of requests that are offered a gold task when one is open
     round: int | None = None  # only tasks of this round (simulated raters answering one batch)
+    batch: str | None = None  # only tasks of this batch label
 
     def __post_init__(self) -> None:
         if not 0 <= self.gold_rate <= 1:
@@ -55,7 +56,7 @@ def _held(task_id: int | SQLColumnExpression[int], now: datetime, rater_id: int 
 
 
 def open_tasks_query(rater_id: int, now: datetime, *, gold: bool | None = None,
-                     round_: int | None = None) -> Select[int]:
+                     round_: int | None = None, batch: str | None = None) -> Select[int]:
     done_by_rater = exists().where(
         Assignment.task_id == ComparisonTask.id, Assignment.rater_id == rater_id,
         Assignment.status.in_([AssignmentStatus.SUBMITTED, AssignmentStatus.SKIPPED]))
@@ -70,6 +71,8 @@ def open_tasks_query(rater_id: int, now: datetime, *, gold: bool | None = None,
                             else ComparisonTask.gold_candidate_id.is_(None))
     if round_ is not None:
         query = query.where(ComparisonTask.round == round_)
+    if batch is not None:
+        query = query.where(ComparisonTask.batch == batch)
     return query
 
 
@@ -89,7 +92,7 @@ def next_assignment(db: Session, rater: Rater, policy: QueuePolicy = QueuePolicy
     order = (ComparisonTask.priority.desc(), ComparisonTask.judgement_count, ComparisonTask.id)
     prefer_gold = rng.random() < policy.gold_rate
     for gold in ((True, False) if prefer_gold else (False, True)):
-        ids = db.scalars(open_tasks_query(rater.id, now, gold=gold, round_=policy.round)
+        ids = db.scalars(open_tasks_query(rater.id, now, gold=gold, round_=policy.round, batch=policy.batch)
                         .order_by(*order).limit(CANDIDATE_WINDOW)).all()
         for task_id in ids:
             assignment = _try_lease(db, task_id, rater, now, policy.lease, rng)

@@ -19,10 +19,11 @@ from sqlalchemy.orm import Session
 from annotate.errors import InvalidInput
 from annotate.queue import QueuePolicy, next_assignment
 from annotate.submissions import Submission, SummaryRating, submit
+from annotate.tasks import TaskSpec, create_pair_tasks
 from annotate.tldr_layout import format_post
 from annotate.views import task_view
 from db.engine import Transactions
-from db.models import Document, Rater, Role
+from db.models import Candidate, CandidateOrigin, ComparisonTask, Document, Rater, Role
 
 Scorer = Callable[[str, list[str]], list[float]]  # (post, summaries as shown) -> higher is better
 
@@ -34,6 +35,7 @@ class SimulationSpec:
     noise: float = 0.0
     position_bias: float = 0.0
     round: int | None = None  # only tasks of this round
+    batch: str | None = None  # only tasks of this batch label
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -72,7 +74,7 @@ def simulate(tx: Transactions, spec: SimulationSpec, score: Scorer) -> dict[str,
     with tx() as db:
         for name in names:
             simulated_rater(db, name)
-    policy = QueuePolicy(gold_rate=0.0, round=spec.round)
+    policy = QueuePolicy(gold_rate=0.0, round=spec.round, batch=spec.batch)
     done = dict.fromkeys(names, 0)
     active = list(names)
     while active:
@@ -101,3 +103,31 @@ def simulate(tx: Transactions, spec: SimulationSpec, score: Scorer) -> dict[str,
                        Submission(best=letters[best], ratings=ratings, strength="better"))
                 done[name] += 1
     return done
+
+
+HISTORY_BATCH = "simulated-history"
+HISTORY = SimulationSpec(raters=3, label="history", noise=0.25, position_bias=0.1, round=0, batch=HISTORY_BATCH)
+
+
+def seed_history(tx: Transactions, *, source: str, documents: int = 15, spec: SimulationSpec = HISTORY
+                 ) -> dict[str, int]:
+    """A short, clearly simulated history for a new install, so the Dashboard and the Training
+    page have something to show before anyone has judged: one pair task for each of the first
+    `documents` documents of `source` (two of its sampled candidates, round `spec.round`, batch
+    `spec.batch`), answered by the simulated raters (sim-history-1…), who prefer the longer
+    summary, with noise and position bias. Answered, the tasks are full, so they leave every
+    person's queue. Documents that have such a task already get none: running it again adds
+    nothing."""
+    with tx() as db:
+        done = set(db.scalars(select(ComparisonTask.document_id).where(ComparisonTask.batch == spec.batch)))
+        ids = db.scalars(select(Document.id).where(Document.source == source).order_by(Document.id).limit(documents))
+        pairs = {}
+        for document_id in ids:
+            two = db.scalars(select(Candidate.id).where(Candidate.document_id == document_id,
+                                                        Candidate.origin == CandidateOrigin.MODEL)
+                             .order_by(Candidate.id).limit(2)).all()
+            if document_id not in done and len(two) == 2:
+                pairs[document_id] = (two[0], two[1])
+        create_pair_tasks(db, TaskSpec(per_task=2, replication=spec.raters, round=spec.round, batch=spec.batch),
+                          pairs)
+    return simulate(tx, spec, length_scorer)

@@ -15,6 +15,7 @@ from app.cli_support import CliError, print_payload, reports_errors
 from app.config import load_settings
 from app.context import open_context
 from app.slic_cli import slic_cli
+from db.backup import describe
 
 if TYPE_CHECKING:
     from training.prompts import DocPrompt
@@ -68,6 +69,7 @@ def models_fetch() -> None:
     # Loading once de-quantises the GGUF policy and caches it, so the first real use is fast.
     load_tokenizer(POLICY.path(settings.models_dir))
     open_context(settings)
+    typer.echo(f"default models ready in {settings.models_dir}: {', '.join(m.name for m in DEFAULTS)}")
 
 
 @models_cli.command("list")
@@ -315,7 +317,7 @@ def generate(
     result = generate_candidates(ctx.transaction, cfg, model=model, limit=docs, split=split, source=source,
                                  device=device)
     typer.echo(f"{result['candidates_added']} new candidates from {result['model']} "
-               f"for {result['documents']} documents")
+               f"for {result['documents']} documents stored in {describe(ctx.settings.database_url)}")
 
 
 def _file_prompts(path: Path, limit: int | None, max_chars: int) -> list[DocPrompt]:
@@ -354,6 +356,8 @@ def tasks_create(
         created = create_tasks(db, spec, source=source, limit=limit)
         sizes = [len(t.slots) for t in created]
     print_payload({"tasks_created": len(created), "candidates_in_tasks": sum(sizes)}, as_json)
+    typer.echo(f"{len(created)} comparison tasks of {sum(sizes)} candidates ready for annotators in "
+               f"{describe(ctx.settings.database_url)}", err=as_json)
 
 
 @tasks_cli.command("gold")
@@ -464,11 +468,13 @@ DEMO_PASSWORD = "calibra-demo"
 @reports_errors
 def demo_seed(per_doc: Annotated[int, typer.Option(help="samples per post from the default policy")] = 3) -> None:
     """Load the shipped demo posts, sample candidates from the active policy, create tasks and
-    the demo logins (password "calibra-demo").
+    the demo logins (password "calibra-demo"), and a short simulated history (round 0: pair
+    tasks answered by simulated raters, marked as such) for the Dashboard and the Training page.
 
     Running it again adds nothing new, and a run that was interrupted at any stage goes on where
     it stopped. Example: calibra demo seed
     """
+    from annotate.simulate import seed_history
     from annotate.tasks import TaskSpec, create_tasks, untasked_documents
     from annotate.users import ensure_users
     from db.models import Role
@@ -482,11 +488,18 @@ def demo_seed(per_doc: Annotated[int, typer.Option(help="samples per post from t
     with ctx.reading() as db:
         todo = untasked_documents(db, source="demo")
     if todo:
-        made = generate_candidates(ctx.transaction, SamplingConfig(per_doc=per_doc, seed=0), document_ids=todo)
+        # A newcomer's first tasks should show summaries, not the small policy's restatements.
+        made = generate_candidates(ctx.transaction, SamplingConfig(per_doc=per_doc, seed=0), document_ids=todo,
+                                   drop_restatements=True)
         spec = TaskSpec(per_task=min(4, per_doc + 1), replication=ctx.settings.replication, batch="demo")
         with ctx.transaction() as db:
             tasks = len(create_tasks(db, spec, document_ids=todo))
-        typer.echo(f"{made['candidates_added']} candidates from {made['model']}, {tasks} tasks")
+        typer.echo(f"{made['candidates_added']} candidates from {made['model']} ({made['restatements_dropped']} "
+                   f"samples that restated the post left out), {tasks} tasks")
+    history = seed_history(ctx.transaction, source="demo")
+    if any(history.values()):
+        typer.echo(f"simulated history: {sum(history.values())} judgements by simulated raters "
+                   f"({', '.join(history)}) on round 0's pair tasks, marked simulated")
     with ctx.transaction() as db:
         ensure_users(db, {name: Role(role) for name, role in DEMO_USERS.items()}, DEMO_PASSWORD)
     typer.echo(f"demo logins: {', '.join(DEMO_USERS)} (password: {DEMO_PASSWORD})")

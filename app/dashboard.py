@@ -51,11 +51,14 @@ def _day(value: str | None, name: str) -> datetime | None:
         raise gr.Error(f"{name}: {value!r} is not a date (YYYY-MM-DD)") from None
 
 
-def parse_filters(round_: str | None, rater: str | None, since: str | None, until: str | None) -> Filters:
+def parse_filters(round_: str | None, rater: str | None, since: str | None, until: str | None,
+                  simulated: bool = False) -> Filters:
     if round_ and round_.strip() and not round_.strip().isdigit():
         raise gr.Error(f"round: {round_!r} is not a round number")
+    if not isinstance(simulated, bool):
+        raise gr.Error("simulated: must be true or false")
     return Filters(round=int(round_) if round_ and round_.strip() else None, rater=(rater or "").strip() or None,
-                   since=_day(since, "since"), until=_day(until, "until"))
+                   since=_day(since, "since"), until=_day(until, "until"), include_simulated=simulated)
 
 
 def describe_filters(filters: Filters) -> str:
@@ -78,7 +81,8 @@ def empty_state(held: dict[str, int], filters: Filters) -> str:
         return (f"**No judgements match these filters** ({named}). The database holds {held['judgements']} "
                 "judgements in all; widen or clear the filters to see them.")
     return (f"**No judgements by human raters yet.** The {held['judgements']} judgements so far are all simulated "
-            f"raters', which this dashboard leaves out.\n\n{GETTING_JUDGEMENTS}")
+            f"raters', which this dashboard leaves out unless *Include simulated raters* is ticked.\n\n"
+            f"{GETTING_JUDGEMENTS}")
 
 
 def _explained(frame: pd.DataFrame, reasons: list[dict[str, str]]) -> pd.DataFrame:
@@ -218,7 +222,9 @@ def compute(transaction: Any, filters: Filters, cache: Path, bootstrap: int = 20
         summary = empty_state(held, filters)
     else:
         summary = (f"**{report['overall']['judgements']}** judgements by **{report['overall']['raters']}** raters; "
-                   f"flagged: {', '.join(sorted(flagged(report['raters']))) or 'none'}")
+                   f"flagged: {', '.join(sorted(flagged(report['raters']))) or 'none'}"
+                   + ("  \n*Simulated raters (sim-…) included: their judgements are not people's.*"
+                      if filters.include_simulated else ""))
     return [summary, *tables.values(), position_plot(report), kappa_plot(report), win_rate_plot(report),
             agreement_plot(frames), throughput_plot(frames), None if held is not None else write_csvs(tables, cache)]
 
@@ -231,6 +237,7 @@ def build_dashboard(events: AdminEvents, transaction: Any) -> gr.Tab:
             rater = gr.Textbox(label="Rater", placeholder="all", elem_id="filter-rater")
             since = gr.Textbox(label="From (YYYY-MM-DD)", elem_id="filter-since")
             until = gr.Textbox(label="Until (YYYY-MM-DD)", elem_id="filter-until")
+            simulated = gr.Checkbox(label="Include simulated raters", elem_id="filter-simulated")
             run = gr.Button("Compute", variant="primary", elem_id="dashboard-compute")
         summary = gr.Markdown(elem_id="dashboard-summary")
         agreement = gr.Dataframe(label="Agreement per question (95% bootstrap intervals)", elem_id="agreement-table")
@@ -245,9 +252,9 @@ def build_dashboard(events: AdminEvents, transaction: Any) -> gr.Tab:
         throughput = gr.Plot(label="Throughput")
         downloads = gr.File(label="CSV downloads", file_count="multiple", elem_id="dashboard-csv")
 
-        def on_compute(admin: str, r: str, who: str, s: str, u: str) -> list[Any]:
-            return compute(transaction, parse_filters(r, who, s, u), Path(downloads.GRADIO_CACHE))
+        def on_compute(admin: str, r: str, who: str, s: str, u: str, sim: bool) -> list[Any]:
+            return compute(transaction, parse_filters(r, who, s, u, sim), Path(downloads.GRADIO_CACHE))
 
-        events.on(run.click, on_compute, [round_, rater, since, until],
+        events.on(run.click, on_compute, [round_, rater, since, until, simulated],
                   [summary, agreement, raters, models, position, kappa, wins, agree, throughput, downloads])
     return tab

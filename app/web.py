@@ -171,7 +171,7 @@ def build_app(h: Handlers) -> gr.Blocks:
                                      elem_id="skip-reason")
                 skip_btn = gr.Button("Skip", elem_id="skip-btn")
         admin = AdminEvents(h.is_admin)
-        admin_tabs = [build_dashboard(admin, h.ctx.transaction),
+        admin_tabs = [build_dashboard(admin, h.ctx.reading),  # a long read: no write lock held
                       build_training(admin, h.ctx.transaction, h.ctx.settings.round_schedule)]
 
         outputs = [assignment, shown, status, title, source, body, best, strength, unacceptable, comment,

@@ -12,26 +12,27 @@ import pytest
 from sqlalchemy import func, select
 
 from app.cli import DEMO_USERS
-from db.models import Candidate, ComparisonTask, Document, ModelKind, ModelVersion, Rater
+from db.models import Candidate, ComparisonTask, Document, Judgement, ModelKind, ModelVersion, Rater
 from training.registry import activate
 
 SEED = [sys.executable, "-m", "app.cli", "demo", "seed"]
 POSTS = 30  # app/demo/posts.jsonl
 
 
-def _state(ctx) -> tuple[int, int, dict[int, int], list[str]]:  # type: ignore[no-untyped-def]
-    """Documents, candidates, tasks per document, and logins."""
+def _state(ctx) -> tuple[int, int, dict[int, int], list[str], int]:  # type: ignore[no-untyped-def]
+    """Documents, candidates, annotators' tasks per document, logins, and simulated judgements."""
     with ctx.reading() as db:
         return (db.scalar(select(func.count(Document.id))) or 0, db.scalar(select(func.count(Candidate.id))) or 0,
-                dict(Counter(db.scalars(select(ComparisonTask.document_id)))),
-                sorted(db.scalars(select(Rater.name).where(Rater.password_hash.is_not(None)))))
+                dict(Counter(db.scalars(select(ComparisonTask.document_id).where(ComparisonTask.batch == "demo")))),
+                sorted(db.scalars(select(Rater.name).where(Rater.password_hash.is_not(None)))),
+                db.scalar(select(func.count(Judgement.id)).join(Rater).where(Rater.simulated.is_(True))) or 0)
 
 
 def _kill_when(ctx, stage: str) -> None:  # type: ignore[no-untyped-def]
     seed = subprocess.Popen(SEED, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and seed.poll() is None:
-        documents, candidates, _, _ = _state(ctx)
+        documents, candidates, _, _, _ = _state(ctx)
         if (stage == "imported" and documents) or (stage == "sampling" and candidates):
             seed.send_signal(signal.SIGKILL)
             seed.wait()
@@ -49,14 +50,19 @@ def test_an_interrupted_demo_seed_goes_on_where_it_stopped(env: Path, ctx, tiny_
         activate(db, tiny)
     _kill_when(ctx, stage)
     interrupted = _state(ctx)
-    assert interrupted[2] == {} and interrupted[3] == []  # it stopped before tasks and logins
+    assert interrupted[2] == {} and interrupted[3] == [] and interrupted[4] == 0  # before tasks, logins, history
     resumed = subprocess.run(SEED, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    documents, candidates, tasks, logins = _state(ctx)
+    documents, candidates, tasks, logins, simulated = _state(ctx)
     assert documents == POSTS and logins == sorted(DEMO_USERS)
-    assert len(tasks) == POSTS and set(tasks.values()) == {1}  # every post in exactly one task
+    assert len(tasks) == POSTS and set(tasks.values()) == {1}  # every post in exactly one annotators' task
+    assert simulated == 15 * 3  # the simulated history: 15 pair tasks, 3 simulated raters each
+    with ctx.reading() as db:  # which leave no task open to a person
+        history = db.scalars(select(ComparisonTask).where(ComparisonTask.batch == "simulated-history")).all()
+        assert len(history) == 15 and all(t.judgement_count == t.replication_target == 3 for t in history)
     with ctx.reading() as db:
         per_post = Counter(db.scalars(select(Candidate.document_id).where(Candidate.model_version_id.is_not(None))))
     assert max(per_post.values()) <= 3  # resumed posts were not sampled twice
     done = subprocess.run(SEED, check=True, capture_output=True, text=True)
-    assert _state(ctx) == (documents, candidates, tasks, logins) and "candidates from" not in done.stdout
+    assert _state(ctx) == (documents, candidates, tasks, logins, simulated)
+    assert "candidates from" not in done.stdout and "simulated history" not in done.stdout

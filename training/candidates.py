@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from annotate.export import repeats_layout
 from db.engine import Transactions
 from db.models import Candidate, CandidateOrigin, Document, ModelVersion, digest
 from training.generation import Sample, SamplingConfig, generate
@@ -72,22 +73,28 @@ def _sampler(tx: Transactions, model: str | None, device: str
 def generate_candidates(tx: Transactions, cfg: SamplingConfig, *, model: str | None = None, limit: int | None = None,
                         split: str | None = None, source: str | None = None,
                         document_ids: Sequence[int] | None = None, device: str = "auto",
-                        progress: bool = True) -> dict[str, Any]:
+                        progress: bool = True, drop_restatements: bool = False) -> dict[str, Any]:
     """Sample `cfg.per_doc` candidates for every document that has fewer from this version (the
-    active policy by default), a transaction per document; how many were added."""
+    active policy by default), a transaction per document; how many were added.
+
+    `drop_restatements` keeps samples that restate the post's layout lines (`repeats_layout`)
+    away from annotators: they are no summaries, and every judge already ranks them last."""
     version, lm, tokenizer = _sampler(tx, model, device)
     decoding = cfg.decoding(resolve_template(tokenizer, cfg.template))
     with tx() as db:
         prompts = documents_to_sample(db, version, limit=limit, per_doc=cfg.per_doc, split=split, source=source,
                                       document_ids=document_ids)
-    added = 0
+    added = dropped = 0
     with tqdm(total=len(prompts), desc="generating", unit="doc", disable=not progress) as bar:
         for doc, samples in generate(lm, tokenizer, prompts, cfg):
+            kept = [s for s in samples if not (drop_restatements and repeats_layout(s.text))]
+            dropped += len(samples) - len(kept)
             with tx() as db:  # each document's samples are kept if the run stops
-                added += store_samples(db, int(str(doc.key)), version, samples, decoding)
+                added += store_samples(db, int(str(doc.key)), version, kept, decoding)
             bar.update()
             bar.set_postfix(candidates=added)
-    return {"model": version.name, "documents": len(prompts), "candidates_added": added}
+    return {"model": version.name, "documents": len(prompts), "candidates_added": added,
+            "restatements_dropped": dropped}
 
 
 def summarise_to_file(tx: Transactions, cfg: SamplingConfig, prompts: Sequence[DocPrompt], out: Path, *,
