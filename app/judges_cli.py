@@ -9,8 +9,12 @@ import typer
 
 from app.cli_support import CliError, print_payload, reports_errors
 from app.context import open_context
+from db.backup import describe
 
 KIND_HELP = "reward (pointwise scalar head) | ranker (pairwise: document, A, B)"
+# every command that trains takes it (`calibra train`, `slic train|round`, `sft`), as TRL's report_to
+ReportTo = Annotated[str, typer.Option(help="none | tensorboard: log the training curves beside the trained model "
+                                            "(needs pip install -e '.[tensorboard]')")]
 
 
 def _ids(text: str | None, option: str, what: str) -> list[int] | None:
@@ -51,6 +55,7 @@ def train(
                                                         "default: post and summary encoded apart (two towers)")] = None,
     head_learning_rate: Annotated[float | None, typer.Option(help="the scalar head's own peak rate")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    report_to: ReportTo = "none",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Train a reward or ranking model, measure it on held-out documents and register it.
@@ -61,6 +66,7 @@ def train(
       calibra train reward
       calibra train ranker --rounds 1,2 --init ranker-r1
       calibra train reward --data ../shared/data/tldr/pairs_train.jsonl --name rm-tldr
+      calibra train reward --report-to tensorboard
     """
     from training.judges.jobs import JudgeTrainSpec, train_and_register
 
@@ -69,13 +75,14 @@ def train(
                                       learning_rate=learning_rate, max_length=max_length, batch_texts=batch_texts,
                                       grad_accum=grad_accum, lora_r=lora_r, freeze_layers=freeze_layers,
                                       read_post=read_post, head_learning_rate=head_learning_rate,
-                                      seed=seed).items() if v is not None}
+                                      seed=seed, report_to=report_to).items() if v is not None}
     spec = JudgeTrainSpec(kind, data=data, rounds=_ids(rounds, "--rounds", "round numbers"), test_split=test_split,
                           margin=margin, weighted=weighted, init=init, name=name, settings=settings,
                           include_simulated=include_simulated)
     trained = train_and_register(ctx.transaction, spec, ctx.settings.models_dir)
     if trained is not None:  # None in the extra processes of `accelerate launch`
         print_payload(trained.summary(), as_json)
+        typer.echo(trained.line(), err=as_json)
 
 
 @reports_errors
@@ -93,10 +100,13 @@ def evaluate(
     """
     from training.judges.jobs import evaluate_file
 
-    payload = evaluate_file(open_context().transaction, kind, model, data, limit)
+    payload = evaluate_file(open_context().transaction, kind, model, data, limit, progress=True)
+    accuracy = "-" if payload["accuracy"] is None else f"{payload['accuracy']:.3f}"
+    line = f"{model}: accuracy {accuracy} on {payload['pairs']} pairs of {data}"
     if not as_json:
         payload = {k: v for k, v in payload.items() if not isinstance(v, dict | list)}
     print_payload(payload, as_json)
+    typer.echo(line, err=as_json)
 
 
 @reports_errors
@@ -115,7 +125,11 @@ def score(
     from training.judges.jobs import score_documents
 
     ids = _ids(documents, "--documents", "document ids")
-    print_payload(score_documents(open_context().transaction, model, ids, limit), as_json)
+    ctx = open_context()
+    scored = score_documents(ctx.transaction, model, ids, limit)
+    print_payload(scored, as_json)
+    typer.echo(f"{scored['model']}: {scored['candidates_scored']} candidates of {scored['documents']} documents "
+               f"scored and ranked in {describe(ctx.settings.database_url)}", err=as_json)
 
 
 def register(cli: typer.Typer) -> None:

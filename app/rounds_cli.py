@@ -13,6 +13,8 @@ from tqdm import tqdm
 
 from app.cli_support import print_payload, reports_errors
 from app.context import Context, open_context
+from app.judges_cli import ReportTo
+from db.backup import describe
 
 if TYPE_CHECKING:
     from annotate.simulate import Scorer
@@ -67,8 +69,22 @@ def round_run(
         return
     final = _watch(ctx, requested["round"])
     print_payload(final, as_json)
+    typer.echo(_ended_line(final, ctx), err=as_json)
     if final["status"] in ("failed", "cancelled"):
         raise typer.Exit(1)
+
+
+def _ended_line(payload: dict[str, Any], ctx: Context) -> str:
+    """What `calibra round run --wait` ends with: how the round ended, the policy it promoted or
+    kept, and where its files are."""
+    number, decision = payload["round"], payload["decision"] or {}
+    if "new" in decision:  # the gate decided
+        outcome = (f"promoted {decision['new']}" if decision.get("promote")
+                   else f"kept {decision.get('current') or 'the current policy'} over {decision['new']}")
+    else:
+        outcome = payload["reason"] or "no promotion decided"
+    return (f"round {number} {payload['status']}: {outcome}; files in {ctx.settings.home / 'rounds' / f'loop-{number}'}"
+            f" (calibra round show {number})")
 
 
 def _watch(ctx: Context, number: int) -> dict[str, Any]:
@@ -218,6 +234,7 @@ def sft(
     learning_rate: Annotated[float | None, typer.Option()] = None,
     lora_r: Annotated[int | None, typer.Option()] = None,
     activate: Annotated[bool, typer.Option(help="make the new policy the active one")] = False,
+    report_to: ReportTo = "none",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Supervised fine-tuning of the policy (a LoRA adapter) on the human reference summaries:
@@ -226,15 +243,17 @@ def sft(
 
     Example: calibra sft --docs 400 --activate
     """
+    from training.slic.jobs import registered_line
     from training.slic.jobs import sft as run
 
     ctx = open_context()
-    overrides = {k: v for k, v in dict(epochs=epochs, learning_rate=learning_rate, lora_r=lora_r).items()
-                 if v is not None}
+    overrides = {k: v for k, v in dict(epochs=epochs, learning_rate=learning_rate, lora_r=lora_r,
+                                       report_to=report_to).items() if v is not None}
     done = run(ctx.transaction, ctx.settings.home, docs=docs, preferred=preferred, name=name, overrides=overrides,
                activate=activate)
     if done is not None:
         print_payload(done, as_json)
+        typer.echo(registered_line(done), err=as_json)
 
 
 @reports_errors
@@ -271,6 +290,9 @@ def simulate(
         scorer = judge_scorer(ctx.transaction, judge)
     done = run(ctx.transaction, spec, scorer)
     print_payload({"judgements": sum(done.values()), "raters": done}, as_json)
+    typer.echo(f"{sum(done.values())} judgements by {len(done)} simulated raters ({judge}) stored in "
+               f"{describe(ctx.settings.database_url)}, marked simulated (--include-simulated to use them)",
+               err=as_json)
 
 
 @reports_errors

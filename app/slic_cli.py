@@ -14,6 +14,7 @@ import typer
 
 from app.cli_support import print_payload, reports_errors
 from app.context import open_context
+from app.judges_cli import ReportTo
 
 if TYPE_CHECKING:
     from training.slic.config import RoundSampling
@@ -83,23 +84,27 @@ def train(
     length_normalize: Annotated[bool | None, typer.Option()] = None,
     gradient_checkpointing: Annotated[bool | None, typer.Option()] = None,
     activate: Annotated[bool, typer.Option(help="make the new policy the active one")] = False,
+    report_to: ReportTo = "none",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Train a LoRA adapter with the SLiC-HF loss on the round's pairs and register it as a
     new policy version (its parent, the data's hash, settings and metrics recorded).
 
-    Example: calibra slic train --reg-weight 0.5 --activate
+    Example: calibra slic train --reg-weight 0.5 --activate --report-to tensorboard
     """
+    from training.slic.jobs import registered_line
     from training.slic.jobs import train as run
 
     opts = dict(delta=delta, reg_weight=reg_weight, y_ref=y_ref, pairs_per_document=pairs_per_document,
                 learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum,
-                lora_r=lora_r, length_normalize=length_normalize, gradient_checkpointing=gradient_checkpointing)
+                lora_r=lora_r, length_normalize=length_normalize, gradient_checkpointing=gradient_checkpointing,
+                report_to=report_to)
     ctx = open_context()
     version = run(ctx.transaction, ctx.settings.home, policy=policy, folder=folder, name=name, overrides=opts,
                   activate=activate)
     if version is not None:  # None in the extra processes of `accelerate launch`
         print_payload(version, as_json)
+        typer.echo(registered_line(version), err=as_json)
 
 
 @slic_cli.command("eval")
@@ -122,11 +127,13 @@ def evaluate(
     Example: calibra slic eval --model policy-r1 --judge ranker-r1 --split test --docs 100
     """
     from training.slic.jobs import evaluate as run
+    from training.slic.jobs import evaluation_line
 
     ctx = open_context()
-    print_payload(run(ctx.transaction, ctx.settings.home, model=model, judge=judge, reward=reward, previous=previous,
-                      docs=docs, split=split, offset=offset, sampling=_sampling(eval_seed=seed), folder=folder),
-                  as_json)
+    result = run(ctx.transaction, ctx.settings.home, model=model, judge=judge, reward=reward, previous=previous,
+                 docs=docs, split=split, offset=offset, sampling=_sampling(eval_seed=seed), folder=folder)
+    print_payload(result, as_json)
+    typer.echo(f"{result['model']}: {evaluation_line(result)}", err=as_json)
 
 
 @slic_cli.command("round")
@@ -139,6 +146,7 @@ def slic_round(
     per_doc: Annotated[int | None, typer.Option(help="m: samples per document (8)")] = None,
     name: Annotated[str | None, typer.Option(help="the new policy version's name")] = None,
     activate: Annotated[bool, typer.Option(help="make the new policy the active one")] = False,
+    report_to: ReportTo = "none",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """sample-rank, train and eval in sequence; run again after an interruption and each step
@@ -147,11 +155,12 @@ def slic_round(
 
     Example: calibra slic round --judge ranker-r1 --docs 64 --eval-docs 100 --activate
     """
-    from training.slic.jobs import run_round
+    from training.slic.jobs import registered_line, run_round
 
     ctx = open_context()
     result = run_round(ctx.transaction, ctx.settings.home, judge=judge, reward=reward, docs=docs, eval_docs=eval_docs,
                        split=split, policy=policy, folder=folder, sampling=_sampling(per_doc=per_doc), name=name,
-                       activate=activate)
+                       activate=activate, overrides={"report_to": report_to})
     if result is not None:
         print_payload(result, as_json)
+        typer.echo(registered_line(result, result["evaluation"]), err=as_json)

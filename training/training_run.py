@@ -3,7 +3,8 @@
 A run is keyed by what it trains (settings, starting point, data), not by the name it will be
 registered under, so the same call after an interruption finds its checkpoints beside the
 artifact and resumes. The artifact is written whole with its manifest, or not at all, and the
-checkpoints go once it is in place.
+checkpoints go once it is in place. The curves (`report_to`) go to `tensorboard/NAME` beside the
+artifact, so that one `tensorboard --logdir` over the folder compares every run saved there.
 """
 from __future__ import annotations
 
@@ -37,12 +38,19 @@ class TrainingRun:
     def checkpoints(self) -> Path | None:
         return None if self.out is None else self.out.parent / f".checkpoint-{self.kind}-{self.key}"
 
+    @property
+    def logs(self) -> Path | None:
+        """Beside the artifact rather than in it: the artifact is replaced whole when saved, and
+        the curves are there to be watched while it trains."""
+        return None if self.out is None else self.out.parent / "tensorboard" / self.out.name
+
     def fit(self, model: torch.nn.Module, epoch_batches: Callable[[int], Sequence[B]],
             step: Callable[[torch.nn.Module, B], StepOutput], cfg: LoopConfig, **options: Any) -> FitResult:
-        """The shared loop (`training.loop.fit`), checkpointing into this run's folder."""
+        """The shared loop (`training.loop.fit`), checkpointing into this run's folder and
+        logging beside it."""
         if self.checkpoints is not None:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
-        return fit(model, epoch_batches, step, cfg, checkpoint_dir=self.checkpoints, **options)
+        return fit(model, epoch_batches, step, cfg, checkpoint_dir=self.checkpoints, log_dir=self.logs, **options)
 
     @staticmethod
     def saves(result: FitResult) -> bool:
@@ -61,3 +69,13 @@ class TrainingRun:
         if self.checkpoints is not None:
             shutil.rmtree(self.checkpoints, ignore_errors=True)
         return self.out
+
+
+def logs_entry(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Where a run's curves are, for a command's summary: nothing when it logged none."""
+    return {"logs": metrics["logs"]} if "logs" in metrics else {}
+
+
+def logs_note(logs: str | None) -> str:
+    """How a command's last line points at a run's curves: nothing when it logged none."""
+    return f"; logs: tensorboard --logdir {logs}" if logs else ""

@@ -26,6 +26,7 @@ from training.judges.scalar_model import ScalarJudge
 from training.judges.store import documents_to_score, mean_score_by_source, pairs_from_database, score_document
 from training.judges.trainer import KINDS, JudgeResult, evaluate_judge, load_judge, train_judge
 from training.registry import JUDGE_KINDS, check_name_free, find_version, register_version, resolve_version
+from training.training_run import logs_entry, logs_note
 
 SPLITS = ("auto", "document", "newest")
 
@@ -86,7 +87,15 @@ class TrainedJudge:
                 "train_pairs": self.train_pairs, "test_pairs": self.test_pairs, "split": self.split,
                 "accuracy": test.get("accuracy"), "length_baseline_accuracy": test.get("length_baseline_accuracy"),
                 "similar_length_accuracy": test.get("similar_length_accuracy"),
-                "train_seconds": round(self.metrics["train_seconds"], 1)}
+                "train_seconds": round(self.metrics["train_seconds"], 1),
+                **logs_entry(self.metrics)}
+
+    def line(self) -> str:
+        """What `calibra train` ends with: the version, how it did on held-out pairs, where it is."""
+        accuracy = self.metrics.get("test", {}).get("accuracy")
+        measured = ("no held-out pairs" if accuracy is None
+                    else f"held-out accuracy {accuracy:.2f} on {self.test_pairs} pairs")
+        return f"registered {self.name} ({measured}) at {self.path}{logs_note(self.metrics.get('logs'))}"
 
 
 def judge_source(tx: Transactions, ref: str) -> tuple[str, ModelVersion | None]:
@@ -155,7 +164,8 @@ def train_and_register(tx: Transactions, spec: JudgeTrainSpec, models_dir: Path,
     return TrainedJudge(version_id, name, out, split, len(train), len(test), metrics)
 
 
-def evaluate_file(tx: Transactions, kind: str, model: str, data: Path, limit: int | None = None) -> dict[str, Any]:
+def evaluate_file(tx: Transactions, kind: str, model: str, data: Path, limit: int | None = None, *,
+                  progress: bool = False) -> dict[str, Any]:
     """A judge's pairwise accuracy and the rest of `pair_metrics` on any prompt/chosen/rejected file."""
     if kind not in KINDS:
         raise UsageError(f"unknown model kind {kind!r}; use reward or ranker")
@@ -165,7 +175,7 @@ def evaluate_file(tx: Transactions, kind: str, model: str, data: Path, limit: in
         judge = load_judge(kind, path)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    return {"model": model, "data": str(data), **evaluate_judge(judge, pairs)}
+    return {"model": model, "data": str(data), **evaluate_judge(judge, pairs, progress=progress)}
 
 
 def score_documents(tx: Transactions, model: str, document_ids: Sequence[int] | None = None,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from training.artifacts import fingerprint
 from training.judges.config import JudgeConfig
@@ -26,6 +27,7 @@ from training.training_run import TrainingRun
 
 JUDGES: dict[str, type[ScalarJudge]] = {"reward": RewardScorer, "ranker": PairwiseRanker}
 KINDS = tuple(JUDGES)
+EVAL_CHUNK = 256  # pairs between two updates of the evaluation's progress bar
 
 
 @dataclass
@@ -55,13 +57,20 @@ def load_judge(kind: str, spec: str | Path, cfg: JudgeConfig | None = None, *, d
     return JUDGES[kind].load(spec, cfg, device=device)
 
 
-def judge_probabilities(judge: ScalarJudge, pairs: Sequence[PreferencePair]) -> list[float]:
+def judge_probabilities(judge: ScalarJudge, pairs: Sequence[PreferencePair], *,
+                        progress: bool = False) -> list[float]:
     """P(chosen ≻ rejected) per pair."""
-    return judge.prefer([(p.prompt, p.chosen, p.rejected) for p in pairs])
+    probs: list[float] = []
+    with tqdm(total=len(pairs), desc="evaluating", unit="pair", disable=not progress) as bar:
+        for start in range(0, len(pairs), EVAL_CHUNK):
+            chunk = pairs[start:start + EVAL_CHUNK]
+            probs += judge.prefer([(p.prompt, p.chosen, p.rejected) for p in chunk])
+            bar.update(len(chunk))
+    return probs
 
 
-def evaluate_judge(judge: ScalarJudge, pairs: Sequence[PreferencePair]) -> dict[str, Any]:
-    return pair_metrics(pairs, judge_probabilities(judge, pairs))
+def evaluate_judge(judge: ScalarJudge, pairs: Sequence[PreferencePair], *, progress: bool = False) -> dict[str, Any]:
+    return pair_metrics(pairs, judge_probabilities(judge, pairs, progress=progress))
 
 
 def train_judge(kind: str, train: Sequence[PreferencePair], test: Sequence[PreferencePair], cfg: JudgeConfig, *,
@@ -86,18 +95,23 @@ def train_judge(kind: str, train: Sequence[PreferencePair], test: Sequence[Prefe
     def lr_of(name: str) -> float:
         return cfg.head_learning_rate if name in head and cfg.head_learning_rate > 0 else cfg.learning_rate
 
+    def held_out() -> dict[str, Any]:
+        return evaluate_judge(judge, test, progress=progress)
+
     result = run.fit(judge.model, lambda epoch: judge.training_batches(train, cfg.batch_texts, cfg.seed + epoch),
                      lambda model, b: judge.batch_loss(b, cfg, model), cfg, desc=f"train {kind}", progress=progress,
-                     stop_after=stop_after, lr_of=lr_of, on_step=on_step)
+                     stop_after=stop_after, lr_of=lr_of, on_step=on_step, evaluate=held_out if test else None)
     metrics: dict[str, Any] = {"train_pairs": len(train), "train_seconds": result.seconds,
                                "optimizer_steps": result.steps, "final_loss": result.last_loss,
                                "loss_history": result.history}
+    if result.logs is not None:
+        metrics["logs"] = str(result.logs)
     if result.interrupted:
         metrics["interrupted"] = True
     if not run.saves(result):  # the checkpoint holds an interrupted run; one of several processes saves
         return JudgeResult(judge, metrics, None)
-    if test:
-        metrics["test"] = evaluate_judge(judge, test)
+    if result.evaluation is not None:
+        metrics["test"] = result.evaluation
     snapshot = {"pairs": len(train), "hash": data_hash, **(extra or {})}
     if out is not None:
         judge.model = unwrap_for_saving(judge.model)

@@ -34,6 +34,7 @@ from training.slic.round import (
     run_train,
 )
 from training.slic.store import round_documents, store_ranked
+from training.training_run import logs_entry, logs_note
 
 MODES = ("sample-rank", "direct")
 
@@ -149,7 +150,27 @@ def train(tx: Transactions, home: Path, *, policy: str | None = None, folder: Pa
         return {"model_version": version.name, "id": version.id, "parent": pol.name, "adapter": str(files.adapter),
                 "pairs": metrics["pairs"], "final_loss": metrics["final_loss"],
                 "pair_accuracy_last_quarter": metrics["pair_accuracy_last_quarter"],
-                "train_seconds": round(metrics["train_seconds"], 1), "active": activate}
+                "train_seconds": round(metrics["train_seconds"], 1), "active": activate, **logs_entry(metrics)}
+
+
+def registered_line(summary: dict[str, Any], evaluation: dict[str, Any] | None = None) -> str:
+    """What `calibra slic train|round` and `calibra sft` end with: the new policy version, where
+    it is, and how its evaluation went when there was one."""
+    data = f"{summary['pairs']} pairs" if "pairs" in summary else f"{summary['examples']} examples"
+    active = ", now the active policy," if summary["active"] else ""
+    evaluated = f"; {evaluation_line(evaluation)}" if evaluation is not None else ""
+    return (f"registered {summary['model_version']}{active} ({data}, final loss {summary['final_loss']:.3f}) "
+            f"at {summary['adapter']}{evaluated}{logs_note(summary.get('logs'))}")
+
+
+def evaluation_line(summary: dict[str, Any]) -> str:
+    """An evaluation in a line: the win rate over the previous policy by each judge, and where
+    the samples are."""
+    suffix = "_new_vs_previous_win_rate"
+    rates = ", ".join(f"{k.removesuffix(suffix)} {v:.2f}" for k, v in summary.items()
+                      if k.endswith(suffix) and v is not None)
+    return (f"win rate over {summary['previous']} on {summary['documents']} documents: {rates or 'not judged'} "
+            f"(samples in {summary['eval_file']})")
 
 
 def previous_policy(tx: Transactions, new: ModelVersion, previous: str | None) -> ModelVersion:
@@ -186,19 +207,20 @@ def evaluate(tx: Transactions, home: Path, *, model: str, judge: str | None, rew
         version = db.merge(new)
         version.metrics = {**(version.metrics or {}), "evaluation": {**summary, "previous": prev.name,
                                                                     "judges": {k: v[1] for k, v in judges.items()}}}
-    return {"model": new.name, "previous": prev.name, **summary}
+    return {"model": new.name, "previous": prev.name, **summary, "eval_file": str(files.evaluation)}
 
 
 def run_round(tx: Transactions, home: Path, *, judge: str, reward: str | None = None, docs: int | None = 64,
               eval_docs: int = 100, split: str | None = None, policy: str | None = None, folder: Path | None = None,
               sampling: RoundSampling = RoundSampling(), name: str | None = None, activate: bool = False,
-              progress: bool = True) -> dict[str, Any] | None:
-    """sample-rank, train and evaluate in sequence, each going on from what the round's folder
-    holds; evaluation uses the documents after the training ones. The new policy is made the
-    active one only after its evaluation, when `activate`."""
+              overrides: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any] | None:
+    """sample-rank, train (with the SlicConfig fields in `overrides`) and evaluate in sequence,
+    each going on from what the round's folder holds; evaluation uses the documents after the
+    training ones. The new policy is made the active one only after its evaluation, when `activate`."""
+    slic_config(overrides or {})  # a bad setting stops the round now, not after the sampling
     ranked = sample_rank(tx, home, judge=judge, policy=policy, docs=docs, split=split, sampling=sampling,
                          folder=folder, progress=progress)
-    trained = train(tx, home, policy=policy, folder=ranked.folder, name=name, progress=progress)
+    trained = train(tx, home, policy=policy, folder=ranked.folder, name=name, overrides=overrides, progress=progress)
     if trained is None:
         return None
     summary = evaluate(tx, home, model=trained["model_version"], judge=judge, reward=reward, docs=eval_docs,
@@ -247,4 +269,4 @@ def sft(tx: Transactions, home: Path, *, docs: int | None = None, preferred: boo
             activate_version(db, version)
         return {"model_version": version.name, "id": version.id, "parent": base.name, "adapter": str(files.adapter),
                 "examples": metrics["pairs"], "final_loss": metrics["final_loss"],
-                "train_seconds": round(metrics["train_seconds"], 1), "active": activate}
+                "train_seconds": round(metrics["train_seconds"], 1), "active": activate, **logs_entry(metrics)}

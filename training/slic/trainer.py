@@ -72,8 +72,9 @@ def slic_step(scorer: torch.nn.Module, batch: SlicBatch, cfg: SlicConfig) -> Ste
     `SequenceScorer`, or the training loop's wrapper of one)."""
     logps = scorer(batch).view(-1, 3)
     loss, calibration = slic_loss(logps[:, 0], logps[:, 1], logps[:, 2], cfg)
-    share = float(calibration.detach() / loss.detach().abs().clamp_min(1e-8)) if cfg.reg_weight else 1.0
-    return StepOutput(loss, len(logps), {"cal_share": share,
+    # the loss's two terms apart: the ranking hinge, and λ·-log P(y_ref|x) that keeps the policy near its references
+    return StepOutput(loss, len(logps), {"calibration": float(calibration.detach()),
+                                         "regularisation": float((loss - calibration).detach()),
                                          "pair_acc": float((logps[:, 0] > logps[:, 1]).float().mean())})
 
 
@@ -135,6 +136,8 @@ def train_slic(policy: str | Path, examples: Sequence[SlicExample], cfg: SlicCon
         "final_loss": result.last_loss,
         "pair_accuracy_last_quarter": sum(h["pair_acc"] for h in tail) / len(tail) if tail and not cfg.sft else None,
         "history": result.history, "data_hash": data_hash, **(extra or {})}
+    if result.logs is not None:
+        metrics["logs"] = str(result.logs)
     if result.interrupted:
         metrics["interrupted"] = True
     if not run.saves(result):  # the checkpoint holds an interrupted run; one of several processes saves
