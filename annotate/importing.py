@@ -9,15 +9,22 @@ Four layouts, detected from the fields of the first record:
 - ratings: `post_id/summary/worker/overall`, each rater's 1-7 scores per summary (posts known
   only by id become text-less documents, never served).
 
-Every record is validated before anything is written, and the caller's transaction holds the
-whole file, so a bad record leaves the database as it was.
+Every record of every file is validated before anything is written, and one transaction holds
+all the files, so a bad record leaves the database as it was. A value that cannot be stored as it
+is (wrong type, control characters, longer than its limit or its column) is refused with the
+file, line and field, never stored altered.
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import math
+import re
+import reprlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -100,41 +107,91 @@ class _Judged:
     shown_in_order: bool = True  # False: the file does not say which summary the rater saw first
 
 
-def detect_layout(keys: Iterable[str]) -> str:
+@dataclass(frozen=True)
+class _Rated:
+    """One rater's scores for one summary of a post known only by its id."""
+
+    post_id: str
+    summary: str
+    summary_id: Any
+    rater: str
+    scores: dict[str, int | None]
+
+
+_Item = DocFields | _Judged | _Rated
+
+
+@dataclass(frozen=True)
+class _ParsedFile:
+    """A file's records, validated and ready to write."""
+
+    file: str
+    source: str
+    layout: str
+    items: list[_Item]
+
+
+SIGNATURES = {"pairs": {"prompt", "chosen", "rejected"}, "comparisons": {"post", "summary_0", "summary_1", "choice"},
+              "ratings": {"post_id", "summary", "worker", "overall"}}
+
+
+def detect_layout(keys: Iterable[str], text_field: str = "text") -> str:
     keys = set(keys)
-    if {"prompt", "chosen", "rejected"} <= keys:
-        return "pairs"
-    if {"post", "summary_0", "summary_1", "choice"} <= keys:
-        return "comparisons"
-    if {"post_id", "summary", "worker", "overall"} <= keys:
-        return "ratings"
+    for layout, signature in SIGNATURES.items():
+        if signature <= keys:
+            return layout
+    # A record with all but one of a layout's fields is read as that layout, so that the error
+    # names the missing field instead of a document's text.
+    if text_field not in keys:
+        for layout, signature in SIGNATURES.items():
+            if len(signature & keys) == len(signature) - 1:
+                return layout
     return "documents"
 
 
-def import_records(db: Session, records: Iterable[Record], *, file: str, source: str = "import",
-                   layout: str = "auto", fields: FieldMap | None = None, split: str | None = None,
-                   max_chars: int = 40_000) -> ImportReport:
-    """Validate every record, then add what is new. Raises `InvalidInput` before any write."""
+def import_files(tx: Transactions, files: Sequence[Path], *, fmt: str = "auto", source: str | None = None,
+                 layout: str = "auto", fields: FieldMap | None = None, split: str | None = None,
+                 max_chars: int = 40_000) -> dict[str, Any]:
+    """Import files all or nothing, and the counts added up: every record of every file is
+    validated before the one transaction that writes them, so a bad record anywhere (say in the
+    third file of a dataset's split) stores nothing, not even the files before it. The source
+    label defaults to each file's name."""
+    parsed = [_parse_file(read_records(path, fmt), file=str(path), source=source or path.stem, layout=layout,
+                          fields=fields, split=split, max_chars=max_chars) for path in files]
+    totals: dict[str, Any] = {}
+    with tx() as db:
+        for batch in parsed:
+            report = _write(db, batch)
+            for key, value in report.as_dict().items():
+                totals[key] = value if isinstance(value, str) else totals.get(key, 0) + value
+    return totals
+
+
+def _parse_file(records: Iterable[Record], *, file: str, source: str, layout: str, fields: FieldMap | None,
+                split: str | None, max_chars: int) -> _ParsedFile:
     rows = list(records)
     if not rows:
         raise InvalidInput("the file has no records", file=file)
     if layout not in LAYOUTS:
         raise InvalidInput(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}", file=file)
+    _check_label("the source label", source, SOURCE_LIMIT, file)
+    if split is not None:
+        _check_label("the split name", split, SPLIT_LIMIT, file)
     fields = fields or _default_fields(rows[0])
     if layout == "auto":
-        layout = detect_layout(rows[0].data.keys())
-    parsers: dict[str, Callable[[Record, str, FieldMap, int], DocFields | _Judged | _Rated]] = {
-        "documents": _parse_document, "pairs": _parse_pair, "comparisons": _parse_comparison,
-        "ratings": _parse_rating}
-    parse = parsers[layout]
-    parsed: list[DocFields | _Judged | _Rated] = [parse(r, file, fields, max_chars) for r in rows]
+        layout = detect_layout(rows[0].data.keys(), fields.text)
+    parsed = [_PARSERS[layout](r, file, fields, max_chars) for r in rows]
+    _refuse_conflicting_ids(rows, parsed, file, fields.id if layout == "documents" else "post_id")
     if split is not None:
         parsed = [_with_split(p, split) for p in parsed]
+    return _ParsedFile(file=file, source=source, layout=layout, items=parsed)
 
-    writer = _Writer(db, source, ImportReport(layout=layout, records=len(rows)))
-    batch = f"import:{file.rsplit('/', 1)[-1]}"
+
+def _write(db: Session, parsed: _ParsedFile) -> ImportReport:
+    writer = _Writer(db, parsed.source, ImportReport(layout=parsed.layout, records=len(parsed.items)))
+    batch = f"import:{parsed.file.rsplit('/', 1)[-1]}"
     groups: dict[tuple[str, str], list[_Rated]] = {}
-    for item in parsed:
+    for item in parsed.items:
         if isinstance(item, DocFields):
             writer.document(item)
         elif isinstance(item, _Rated):
@@ -145,21 +202,6 @@ def import_records(db: Session, records: Iterable[Record], *, file: str, source:
         writer.rated(post_id, rater, items, batch)
     writer.finish()
     return writer.report
-
-
-def import_files(tx: Transactions, files: Sequence[Path], *, fmt: str = "auto", source: str | None = None,
-                 layout: str = "auto", fields: FieldMap | None = None, split: str | None = None,
-                 max_chars: int = 40_000) -> dict[str, Any]:
-    """Import each file in a transaction of its own (a bad file stores nothing of itself), and
-    the counts added up; the source label defaults to the file's name."""
-    totals: dict[str, Any] = {}
-    for path in files:
-        with tx() as db:
-            report = import_records(db, read_records(path, fmt), file=str(path), source=source or path.stem,
-                                    layout=layout, fields=fields, split=split, max_chars=max_chars)
-        for key, value in report.as_dict().items():
-            totals[key] = value if isinstance(value, str) else totals.get(key, 0) + value
-    return totals
 
 
 def parse_documents(records: list[Record], *, file: str, fields: FieldMap | None = None,
@@ -175,7 +217,7 @@ def _default_fields(first: Record) -> FieldMap:
     return TLDR_POSTS if set(asdict(TLDR_POSTS).values()) - {None} <= first.data.keys() else FieldMap()
 
 
-def _with_split(item: DocFields | _Judged | _Rated, split: str) -> DocFields | _Judged | _Rated:
+def _with_split(item: _Item, split: str) -> _Item:
     if isinstance(item, DocFields):
         return replace(item, split=split)
     if isinstance(item, _Rated):
@@ -183,92 +225,204 @@ def _with_split(item: DocFields | _Judged | _Rated, split: str) -> DocFields | _
     return replace(item, doc=replace(item.doc, split=split))
 
 
-@dataclass(frozen=True)
-class _Rated:
-    """One rater's scores for one summary of a post known only by its id."""
+def _refuse_conflicting_ids(rows: list[Record], parsed: list[_Item], file: str, id_field: str | None) -> None:
+    """One id, two texts: which is the document? (Storing both breaks the one id per source.)"""
+    first: dict[str, tuple[int, str]] = {}
+    for record, item in zip(rows, parsed, strict=True):
+        doc = item if isinstance(item, DocFields) else item.doc if isinstance(item, _Judged) else None
+        if doc is None or doc.external_id is None:
+            continue
+        line, text = first.setdefault(doc.external_id, (record.line, doc.text))
+        if text != doc.text:
+            raise InvalidInput(f"{doc.external_id!r} is also the id of line {line}, which has a different text",
+                               file=file, line=record.line, field=id_field)
 
-    post_id: str
-    summary: str
-    summary_id: Any
-    rater: str
-    scores: dict[str, int | None]
+
+def _check_label(what: str, value: str, limit: _Limit, file: str) -> None:
+    if len(value) > limit.chars:
+        raise InvalidInput(f"{what} {reprlib.repr(value)} has {len(value):,} characters; "
+                           f"the limit is {limit.chars} ({limit.why})", file=file)
 
 
 # --- parsing: pure functions from a record to plain values ------------------------------------
 
-def _text(record: Record, file: str, name: str, *, required: bool, max_chars: int | None = None) -> str | None:
+class _Limit(NamedTuple):
+    chars: int
+    why: str  # named in the error, so the user knows what to shorten or which setting to change
+
+
+def _column_limit(column: Any) -> _Limit:
+    """A string column's size: PostgreSQL refuses longer values (SQLite would store them)."""
+    return _Limit(int(column.type.length), "the size of its database column")
+
+
+def _document_limit(max_chars: int) -> _Limit:
+    return _Limit(max_chars, "setting max_document_chars")
+
+
+ID_LIMIT, RATER_LIMIT = _column_limit(Document.external_id), _column_limit(Rater.name)
+SUBREDDIT_LIMIT, SPLIT_LIMIT = _column_limit(Document.subreddit), _column_limit(Document.split)
+SOURCE_LIMIT = _column_limit(Document.source)
+
+# Control characters other than tab and line breaks (PostgreSQL refuses NUL; the others are
+# invisible in the annotation page), and halves of surrogate pairs, which JSON escapes can
+# produce but no text encoding stores.
+NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+KINDS = {bool: "true/false", int: "a number", float: "a number", list: "a list", dict: "an object",
+         bytes: "binary data"}
+
+
+def _text(record: Record, file: str, name: str, limit: _Limit, *, required: bool = False,
+          numbers: bool = False) -> str | None:
+    """A field's text, stripped; `numbers`: whole numbers are accepted too (ids, rater names)."""
     value = record.data.get(name)
     if value is None:
         if required:
-            raise InvalidInput("missing required field", file=file, line=record.line, field=name)
+            raise _missing(record, file, name)
         return None
-    if not isinstance(value, (str, int, float)):
-        raise InvalidInput(f"expected text, got {type(value).__name__}", file=file, line=record.line, field=name)
-    text = str(value).strip()
+    if not isinstance(value, str) and not (numbers and type(value) is int):
+        expected = "text or a whole number" if numbers else "text"
+        raise InvalidInput(f"expected {expected}, got {KINDS.get(type(value), type(value).__name__)}",
+                           file=file, line=record.line, field=name)
+    text = str(value)
+    _check_text(text, record, file, name)
+    text = text.strip()
     if required and not text:
         raise InvalidInput("is empty", file=file, line=record.line, field=name)
-    if max_chars is not None and len(text) > max_chars:
-        raise InvalidInput(f"has {len(text):,} characters; the limit is {max_chars:,} "
-                           "(setting max_document_chars)", file=file, line=record.line, field=name)
+    _check_length(text, limit, record, file, name)
     return text or None
 
 
+def _check_text(text: str, record: Record, file: str, name: str) -> None:
+    found = NOT_TEXT.search(text)
+    if found:
+        char = found.group()
+        what = "half of a surrogate pair, not text" if "\ud800" <= char <= "\udfff" else "a control character"
+        raise InvalidInput(f"contains U+{ord(char):04X} ({what}) at character {found.start() + 1}",
+                           file=file, line=record.line, field=name)
+
+
+def _check_length(text: str, limit: _Limit, record: Record, file: str, name: str, part: str = "") -> None:
+    if len(text) > limit.chars:
+        raise InvalidInput(f"{part}has {len(text):,} characters; the limit is {limit.chars:,} ({limit.why})",
+                           file=file, line=record.line, field=name)
+
+
 def _parse_document(record: Record, file: str, fields: FieldMap, max_chars: int) -> DocFields:
-    def optional(name: str | None) -> str | None:
-        return _text(record, file, name, required=False) if name else None
+    long = _document_limit(max_chars)
 
-    return DocFields(text=_text(record, file, fields.text, required=True, max_chars=max_chars) or "",
-                title=optional(fields.title), external_id=optional(fields.id),
-                reference=optional(fields.reference), subreddit=optional(fields.subreddit),
-                split=optional(fields.split))
+    def optional(name: str | None, limit: _Limit = long, numbers: bool = False) -> str | None:
+        return _text(record, file, name, limit, numbers=numbers) if name else None
+
+    return DocFields(text=_text(record, file, fields.text, long, required=True) or "",
+                     title=optional(fields.title), external_id=optional(fields.id, ID_LIMIT, True),
+                     reference=optional(fields.reference),
+                     subreddit=optional(fields.subreddit, SUBREDDIT_LIMIT),
+                     split=optional(fields.split, SPLIT_LIMIT))
 
 
-def _summary(record: Record, file: str, name: str) -> str:
-    text = bare_summary(_text(record, file, name, required=True) or "")
+def _summary(record: Record, file: str, name: str, max_chars: int) -> str:
+    text = bare_summary(_text(record, file, name, _document_limit(max_chars), required=True) or "")
     if not text:
         raise InvalidInput("is empty after its 'TL;DR:' prefix", file=file, line=record.line, field=name)
     return text
 
 
+def _summaries(record: Record, file: str, names: tuple[str, str], max_chars: int) -> tuple[str, str]:
+    first, second = (_summary(record, file, name, max_chars) for name in names)
+    if first == second:
+        raise InvalidInput(f"{names[0]} and {names[1]} are the same text", file=file, line=record.line,
+                           field=names[1])
+    return first, second
+
+
 def _parse_pair(record: Record, file: str, fields: FieldMap, max_chars: int) -> _Judged:
-    prompt = _text(record, file, "prompt", required=True, max_chars=max_chars) or ""
+    prompt = _text(record, file, "prompt", _document_limit(max_chars), required=True) or ""
     parts = prompt_parts(prompt)
     doc = DocFields(text=parts[0], title=parts[1], subreddit=parts[2]) if parts else DocFields(text=prompt)
     if not doc.text:
         raise InvalidInput("has an empty POST part", file=file, line=record.line, field="prompt")
-    chosen, rejected = _summary(record, file, "chosen"), _summary(record, file, "rejected")
-    if chosen == rejected:
-        raise InvalidInput("chosen and rejected are the same text", file=file, line=record.line, field="rejected")
+    _check_length(doc.subreddit or "", SUBREDDIT_LIMIT, record, file, "prompt", "its SUBREDDIT ")
+    chosen, rejected = _summaries(record, file, ("chosen", "rejected"), max_chars)
     return _Judged(doc=doc, summaries=(chosen, rejected), best=0, rater=PAIRS_RATER, shown_in_order=False)
 
 
 def _parse_comparison(record: Record, file: str, fields: FieldMap, max_chars: int) -> _Judged:
-    doc = DocFields(text=_text(record, file, "post", required=True, max_chars=max_chars) or "",
-               external_id=_text(record, file, "post_id", required=False),
-               title=_text(record, file, "title", required=False),
-               subreddit=_text(record, file, "subreddit", required=False))
-    summaries = (_summary(record, file, "summary_0"), _summary(record, file, "summary_1"))
-    choice = record.data.get("choice")
-    if choice not in (0, 1, "0", "1"):
-        raise InvalidInput(f"must be 0 or 1, got {choice!r}", file=file, line=record.line, field="choice")
-    rater = _text(record, file, "worker", required=True) or ""
-    meta = tuple({"summary_id": record.data.get(f"summary_id_{i}"), "axis": record.data.get(f"axis_{i}")}
-                 for i in range(2))
-    return _Judged(doc=doc, summaries=summaries, best=int(choice), rater=rater, meta=meta)
+    long = _document_limit(max_chars)
+    doc = DocFields(text=_text(record, file, "post", long, required=True) or "",
+                    external_id=_text(record, file, "post_id", ID_LIMIT, numbers=True),
+                    title=_text(record, file, "title", long),
+                    subreddit=_text(record, file, "subreddit", SUBREDDIT_LIMIT))
+    summaries = _summaries(record, file, ("summary_0", "summary_1"), max_chars)
+    choice = _whole_number(record, file, "choice", range(2), "0 or 1")
+    if choice is None:
+        raise _missing(record, file, "choice")
+    rater = _text(record, file, "worker", RATER_LIMIT, required=True, numbers=True) or ""
+    meta = tuple({"summary_id": _meta(record, file, f"summary_id_{i}", max_chars),
+                  "axis": _meta(record, file, f"axis_{i}", max_chars)} for i in range(2))
+    return _Judged(doc=doc, summaries=summaries, best=choice, rater=rater, meta=meta)
 
 
 def _parse_rating(record: Record, file: str, fields: FieldMap, max_chars: int) -> _Rated:
-    scores: dict[str, int | None] = {}
-    for axis in AXES:
-        value = record.data.get(axis)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or value != int(value) or not 1 <= value <= 7):
-            raise InvalidInput(f"must be a whole number from 1 to 7, got {value!r}",
-                               file=file, line=record.line, field=axis)
-        scores[axis] = None if value is None else int(value)
-    return _Rated(post_id=_text(record, file, "post_id", required=True) or "",
-                  summary=_summary(record, file, "summary"), summary_id=record.data.get("summary_id"),
-                  rater=_text(record, file, "worker", required=True) or "", scores=scores)
+    scores = {axis: _whole_number(record, file, axis, range(1, 8), "a whole number from 1 to 7") for axis in AXES}
+    return _Rated(post_id=_text(record, file, "post_id", ID_LIMIT, required=True, numbers=True) or "",
+                  summary=_summary(record, file, "summary", max_chars),
+                  summary_id=_meta(record, file, "summary_id", max_chars),
+                  rater=_text(record, file, "worker", RATER_LIMIT, required=True, numbers=True) or "",
+                  scores=scores)
+
+
+_PARSERS: dict[str, Callable[[Record, str, FieldMap, int], _Item]] = {
+    "documents": _parse_document, "pairs": _parse_pair, "comparisons": _parse_comparison, "ratings": _parse_rating}
+
+
+def _missing(record: Record, file: str, name: str) -> InvalidInput:
+    return InvalidInput("missing required field", file=file, line=record.line, field=name)
+
+
+def _whole_number(record: Record, file: str, name: str, allowed: range, expected: str) -> int | None:
+    """A number from JSON or Parquet, or a CSV cell's text such as "5" or "5.0"."""
+    value = record.data.get(name)
+    if value is None:
+        return None
+    number: float | None = None
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        number = value
+    # float.is_integer is False for NaN and infinities; ints are compared as they are, as
+    # converting a huge one to a float would overflow.
+    whole = isinstance(number, int) or (isinstance(number, float) and number.is_integer())
+    if number is None or not whole or int(number) not in allowed:
+        raise InvalidInput(f"must be {expected}, got {reprlib.repr(value)}", file=file, line=record.line, field=name)
+    return int(number)
+
+
+def _meta(record: Record, file: str, name: str, max_chars: int) -> Any:
+    """An optional value kept as it is in a JSON column (rating summaries, summary ids): plain
+    JSON only, whatever the file's format gave."""
+    value = record.data.get(name)
+    problem = _not_plain_json(value)
+    if problem:
+        raise InvalidInput(problem, file=file, line=record.line, field=name)
+    _check_length(json.dumps(value), _document_limit(max_chars), record, file, name, "as JSON ")
+    return value
+
+
+def _not_plain_json(value: Any) -> str | None:
+    if value is None or isinstance(value, bool | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"holds the number {value}, which JSON cannot store"
+    if isinstance(value, str):
+        found = NOT_TEXT.search(value)
+        return None if found is None else f"holds U+{ord(found.group()):04X}, which is not text"
+    if isinstance(value, list):
+        return next((p for p in map(_not_plain_json, value) if p), None)
+    if isinstance(value, dict):
+        return next((p for k, v in value.items() for p in (_not_plain_json(k), _not_plain_json(v)) if p), None)
+    return f"holds {KINDS.get(type(value), type(value).__name__)}, which JSON cannot store"
 
 
 # --- writing: get-or-create keyed by content hashes, one flush per file ----------------------

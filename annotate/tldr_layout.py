@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import re
 
-TLDR_PROMPT = re.compile(r"^\s*(?:SUBREDDIT:\s*(?:r/)?(?P<sub>\S+)\s+)?(?:TITLE:\s*(?P<title>.*?)\s+)?"
+# The title runs to the first "POST:" after whitespace (parts are stripped after matching).
+# No two neighbouring quantifiers may both match whitespace: the former `TITLE:\s*(.*?)\s+POST:`
+# backtracked in cubic time, and a title of 2,000 spaces without a POST: took half a minute.
+TLDR_PROMPT = re.compile(r"^\s*(?:SUBREDDIT:\s*(?:r/)?(?P<sub>\S+)\s+)?(?:TITLE:(?P<title>.*?)\s)?"
                          r"POST:\s*(?P<post>.*)$", re.S)
 TLDR_PREFIX = re.compile(r"^\s*TL;DR:\s*", re.I)
 

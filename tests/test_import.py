@@ -9,6 +9,8 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from annotate.errors import InvalidInput
+from annotate.importing import import_files
 from app.cli import cli
 from db import Assignment, Candidate, ComparisonTask, Document, Judgement, Rater
 from tests.conftest import TLDR
@@ -114,6 +116,10 @@ BAD_FILES = {
                         "1 to 7"),
     "badchoice.jsonl": ('{"post": "p", "summary_0": "a", "summary_1": "b", "choice": 2, "worker": "w"}\n',
                         ":1: field 'choice'", "0 or 1"),
+    "nul.jsonl": ('{"text": "fine"}\n{"text": "a\\u0000b"}\n', ":2: field 'text'", "control character"),
+    "sameid.jsonl": ('{"id": "a", "text": "one"}\n{"id": "a", "text": "two"}\n', ":2: field 'id'",
+                     "also the id of line 1"),
+    "latin1.csv": (b"id,text\na,fine\nb,caf\xe9\n", ":3: field 'text'", "not UTF-8"),
 }
 
 
@@ -121,12 +127,39 @@ BAD_FILES = {
 def test_bad_input_is_refused_whole_and_named(env: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     monkeypatch.setenv("CALIBRA_MAX_DOCUMENT_CHARS", "50")
     content, where, what = BAD_FILES[name]
-    (env / name).write_text(content)
+    if isinstance(content, bytes):
+        (env / name).write_bytes(content)
+    else:
+        (env / name).write_text(content)
     before = status()
     code, out = calibra("import", "documents", str(env / name))
     assert code == 2
     assert where in out and what in out and name in out
     assert status() == before  # the good first line was not stored either
+
+
+def test_a_hub_split_is_imported_whole_or_not_at_all(env: Path, ctx) -> None:  # type: ignore[no-untyped-def]
+    """What `import documents --hf` does with the files of a split it fetched: one bad record in
+    the third file stores nothing, not even the first two files."""
+    files = [env / f"train-0000{i}-of-00003.parquet" for i in range(3)]
+    for i, path in enumerate(files):
+        pd.DataFrame({"id": [f"{i}-{j}" for j in range(3)], "text": [f"Post {j} of file {i}." for j in range(3)]}
+                     ).to_parquet(path)
+    good_third = files[2].read_bytes()
+    pd.DataFrame({"id": ["2-0", "2-1"], "text": ["A fine post.", None]}).to_parquet(files[2])
+
+    def import_split() -> dict[str, object]:  # the arguments app.cli's import_documents gives with --hf
+        return import_files(ctx.transaction, files, source="org/dataset", split="train",
+                            max_chars=ctx.settings.max_document_chars)
+
+    with pytest.raises(InvalidInput) as refused:
+        import_split()
+    assert str(refused.value) == f"{files[2]}:2: field 'text': missing required field"
+    assert status()["documents"] == 0
+    files[2].write_bytes(good_third)
+    assert import_split()["documents_added"] == 9
+    with ctx.transaction() as db:
+        assert set(db.execute(select(Document.source, Document.split))) == {("org/dataset", "train")}
 
 
 def test_hub_dataset_fails_clearly_without_the_hub(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
