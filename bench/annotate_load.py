@@ -16,6 +16,9 @@ posts of `../shared/data/tldr/posts_test400.jsonl`), as `calibra serve` runs it 
 
     .venv/bin/python bench/annotate_load.py [--annotators 1 10 50] [--tasks 300] [--seconds 60]
         [--round-running] [--json]
+
+Its seeding, serving, round and database checks are shared with `bench/crowd_load.py` (a locust
+crowd, also on PostgreSQL) and `bench/export_under_load.py`.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -32,33 +36,41 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import func, select
 
 from annotate.importing import import_files
+from annotate.queue import open_tasks_query
 from annotate.users import add_user
 from app.config import load_settings
-from app.context import open_context
+from app.context import Context, open_context
 from db import (
+    Assignment,
+    AssignmentStatus,
     Candidate,
     CandidateOrigin,
     ComparisonTask,
     Document,
     Judgement,
+    Rater,
     Role,
     TaskCandidate,
 )
-from db.models import digest
+from db.models import digest, utcnow
 from training.rounds.config import RoundOptions
 from training.rounds.store import find_round, request_round
 
 PASSWORD = "load-test-pass"
 POSTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tldr" / "posts_test400.jsonl"
 MODELS = Path(__file__).resolve().parents[1] / ".calibra" / "models"
+PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), default=Path("/usr/lib/postgresql/15/bin"))
 
 
 @dataclass
@@ -66,11 +78,16 @@ class Worker:
     name: str
     next_ms: list[float] = field(default_factory=list)
     submit_ms: list[float] = field(default_factory=list)
-    stored: int = 0
+    acknowledged: list[int] = field(default_factory=list)  # assignment ids answered {"stored": true}
     errors: list[str] = field(default_factory=list)
 
 
-def seed(ctx, n_tasks: int, n_raters: int) -> None:  # type: ignore[no-untyped-def]
+def rater_names(n_raters: int) -> list[str]:
+    """The annotator accounts `seed` creates, all with the password PASSWORD."""
+    return [f"load{r}" for r in range(n_raters)]
+
+
+def seed(ctx: Context, n_tasks: int, n_raters: int) -> None:
     with ctx.transaction() as db:
         for i in range(n_tasks):
             text = f"Load-test post {i}: a short story about a lost umbrella and a very long queue."
@@ -79,8 +96,20 @@ def seed(ctx, n_tasks: int, n_raters: int) -> None:  # type: ignore[no-untyped-d
                                origin=CandidateOrigin.IMPORTED) for j in range(3)]
             db.add(ComparisonTask(document=doc, replication_target=3,
                                   slots=[TaskCandidate(candidate=c, slot=j) for j, c in enumerate(cands)]))
-        for r in range(n_raters):
-            add_user(db, f"load{r}", Role.ANNOTATOR, PASSWORD)
+        for name in rater_names(n_raters):
+            add_user(db, name, Role.ANNOTATOR, PASSWORD)
+
+
+def open_home(home: Path, database_url: str | None = None) -> Context:
+    """Settings for a fresh home (and database), in this process's environment so that the
+    `calibra serve` started afterwards sees the same ones; the database upgraded to the newest schema."""
+    os.environ["CALIBRA_HOME"] = str(home)
+    if database_url is not None:
+        os.environ["CALIBRA_DATABASE_URL"] = database_url
+    else:
+        os.environ.pop("CALIBRA_DATABASE_URL", None)
+    os.environ.setdefault("CALIBRA_MODELS_DIR", str(MODELS))  # the round's worker loads the default policy
+    return open_context(load_settings())
 
 
 def call(client: httpx.Client, name: str, *args: object) -> dict:
@@ -112,13 +141,14 @@ def annotate(url: str, worker: Worker, stop: threading.Event, max_calls: int, th
             try:
                 out = call(client, "submit", task["assignment_id"], letters[0], {c: 5 for c in letters},
                            {c: True for c in letters}, "better", False, "")
-                worker.stored += bool(out.get("stored"))
+                if out.get("stored"):
+                    worker.acknowledged.append(task["assignment_id"])
             except httpx.HTTPError as exc:
                 worker.errors.append(str(exc)[:200])
             worker.submit_ms.append((time.perf_counter() - t0) * 1000)
 
 
-def start_training(ctx) -> int:  # type: ignore[no-untyped-def]
+def start_training(ctx: Context) -> int:
     """Documents with human references and a requested round 0 (SFT), which the app's worker
     picks up as soon as it starts."""
     with ctx.transaction() as db:
@@ -128,7 +158,7 @@ def start_training(ctx) -> int:  # type: ignore[no-untyped-def]
     return number
 
 
-def wait_for_training(ctx, number: int, timeout: float = 600) -> None:  # type: ignore[no-untyped-def]
+def wait_for_training(ctx: Context, number: int, timeout: float = 600) -> None:
     """Until the worker has loaded the policy and takes optimizer steps."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -142,18 +172,121 @@ def wait_for_training(ctx, number: int, timeout: float = 600) -> None:  # type: 
     raise RuntimeError("the worker did not start training")
 
 
-def start_server(home: Path, port: int) -> subprocess.Popen:
+def round_stages(ctx: Context, number: int) -> dict[str, Any]:
+    """The round's status and each stage's status and progress (step of total), as stored."""
+    with ctx.reading() as db:
+        round_ = find_round(db, number)
+        return {"status": round_.status.value, "reason": round_.reason,
+                "stages": {s.name: {"status": s.status.value, "step": (s.progress or {}).get("step", 0),
+                                    "total": (s.progress or {}).get("total")} for s in round_.stages}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(home: Path, port: int, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """`calibra serve` (the app and its round worker) on loopback, with this process's settings;
+    its output goes to `log` (nowhere without one)."""
     env = {**os.environ, "CALIBRA_HOME": str(home)}
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The child writes to its own copy of the descriptor: this one closes once it has started.
+    with open(log or os.devnull, "wb") as out:
+        server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1",
+                                   "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
     for _ in range(120):
         try:
             httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
             return server
         except httpx.HTTPError:
+            if server.poll() is not None:
+                break
             time.sleep(0.5)
     server.kill()
-    raise RuntimeError("the app did not start")
+    raise RuntimeError(f"the app did not start{f'; see {log}' if log else ''}")
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as a service manager stops it: the app ends and takes its worker with it."""
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """A throw-away PostgreSQL server from Debian's binaries, listening on loopback only, with an
+    empty database; yields its SQLAlchemy URL and removes everything afterwards."""
+    import psycopg
+
+    if not (PG_BIN / "initdb").exists():
+        raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
+    # Not under a root-only folder: the server runs as `postgres`.
+    base = Path(tempfile.mkdtemp(prefix="calibra-load-pg-"))
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(base, "postgres")
+        shutil.chown(sock, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    # fsync stays on (unlike the tests' server): the figures include durable commits, as deployed.
+    options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1"
+    try:
+        for cmd in ([str(PG_BIN / "initdb"), "-D", str(data), "-U", "calibra", "-A", "trust"],
+                    [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-o", options, "start"]):
+            done = subprocess.run([*as_user, *cmd], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"{cmd[0]} failed: {done.stdout}{done.stderr}")
+        with psycopg.connect(f"postgresql://calibra@127.0.0.1:{port}/postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE calibra_load")
+        yield f"postgresql+psycopg://calibra@127.0.0.1:{port}/calibra_load"
+    finally:
+        subprocess.run([*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+                       capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def check_database(ctx: Context, acknowledged: Collection[int], lease: timedelta) -> dict[str, int]:
+    """After the app has stopped: every acknowledged judgement stored exactly once, no task past
+    its replication target, no lease held longer than `lease` from now, and once the leases have
+    expired every task below its target open again. Each figure counts violations (0 is a pass),
+    except `judgements` and `unacknowledged` (stored, but the client never saw the reply: a request
+    cut off by the end of the run)."""
+    now = utcnow()
+    with ctx.reading() as db:
+        per_assignment = Counter(db.scalars(select(Judgement.assignment_id)))
+        per_pair = Counter(tuple(r) for r in db.execute(select(Judgement.task_id, Judgement.rater_id)))
+        per_task = Counter(db.scalars(select(Judgement.task_id)))
+        tasks = {t: (target, column) for t, target, column in db.execute(
+            select(ComparisonTask.id, ComparisonTask.replication_target, ComparisonTask.judgement_count))}
+        leases = list(db.scalars(select(Assignment.lease_expires_at)
+                                 .where(Assignment.status == AssignmentStatus.LEASED)))
+        with_text = set(db.scalars(select(ComparisonTask.id).join(Document, Document.id == ComparisonTask.document_id)
+                                   .where(Document.has_text.is_(True))))
+        # A rater with no judgement, skip or lease (no account has this id) sees every task the
+        # queue would offer anyone once every lease now held has expired.
+        nobody = (db.scalar(select(func.max(Rater.id))) or 0) + 1
+        after_expiry = now + lease + timedelta(seconds=1)
+        reopened = set(db.scalars(open_tasks_query(nobody, after_expiry)))
+    acked = set(acknowledged)
+    below_target = {t for t, (target, _) in tasks.items() if per_task[t] < target and t in with_text}
+    return {
+        "judgements": sum(per_assignment.values()),
+        "lost": sum(1 for a in acked if per_assignment[a] == 0),
+        "duplicated": sum(c - 1 for c in per_assignment.values() if c > 1)
+        + sum(c - 1 for c in per_pair.values() if c > 1),
+        "unacknowledged": sum(1 for a in per_assignment if a not in acked),
+        "over_target": sum(1 for t, c in per_task.items() if c > tasks[t][0]),
+        "count_mismatch": sum(1 for t, (_, column) in tasks.items() if column != per_task[t]),
+        "stuck_leases": sum(1 for e in leases if e is None or e > now + lease),
+        "not_reopened": len(below_target - reopened),
+    }
 
 
 def pct(values: list[float], q: float) -> float:
@@ -164,37 +297,31 @@ def pct(values: list[float], q: float) -> float:
 def run_level(n: int, tasks: int, seconds: float, max_calls: int, think: float,
               round_running: bool = False) -> dict[str, object]:
     home = Path(tempfile.mkdtemp(prefix=f"calibra-load-{n}-"))
-    os.environ["CALIBRA_HOME"] = str(home)
-    os.environ.setdefault("CALIBRA_MODELS_DIR", str(MODELS))  # the round's worker loads the default policy
-    ctx = open_context(load_settings())
+    ctx = open_home(home)
     seed(ctx, tasks, n)
     number = start_training(ctx) if round_running else None
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = start_server(home, port)
     if number is not None:
         wait_for_training(ctx, number)
-    workers = [Worker(f"load{r}") for r in range(n)]
+    workers = [Worker(name) for name in rater_names(n)]
     ready, stop = threading.Barrier(n + 1), threading.Event()
     threads = [threading.Thread(target=annotate, args=(f"http://127.0.0.1:{port}/", w, stop, max_calls, think, ready))
                for w in workers]
-    [t.start() for t in threads]
+    for t in threads:
+        t.start()
     ready.wait()  # the time limit counts from the start of the timed loop, after the logins
     timer = threading.Timer(seconds, stop.set)
     timer.start()
     start = time.perf_counter()
-    [t.join() for t in threads]
+    for t in threads:
+        t.join()
     timer.cancel()
     elapsed = time.perf_counter() - start
-    server.terminate()
-    server.wait(timeout=30)
-    with ctx.transaction() as db:
-        rows = db.scalar(select(func.count()).select_from(Judgement)) or 0
-        per_pair = Counter(tuple(r) for r in db.execute(select(Judgement.task_id, Judgement.rater_id)))
-        per_task = Counter(db.scalars(select(Judgement.task_id)))
-        targets = {t: n for t, n in db.execute(select(ComparisonTask.id, ComparisonTask.replication_target))}
-    stored = sum(w.stored for w in workers)
+    stop_server(server)
+    checks = check_database(ctx, [a for w in workers for a in w.acknowledged],
+                            timedelta(minutes=ctx.settings.lease_minutes))
+    rows = checks["judgements"]
     next_ms = [x for w in workers for x in w.next_ms]
     submit_ms = [x for w in workers for x in w.submit_ms]
     if number is not None:
@@ -206,9 +333,7 @@ def run_level(n: int, tasks: int, seconds: float, max_calls: int, think: float,
         "judgements_per_s": round(rows / elapsed, 1),
         "next_task_p50_ms": round(pct(next_ms, 50), 1), "next_task_p95_ms": round(pct(next_ms, 95), 1),
         "submit_p50_ms": round(pct(submit_ms, 50), 1), "submit_p95_ms": round(pct(submit_ms, 95), 1),
-        "lost": stored - rows if stored > rows else 0,
-        "duplicated": sum(c - 1 for c in per_pair.values() if c > 1),
-        "over_target": sum(1 for t, c in per_task.items() if c > targets[t]),
+        "lost": checks["lost"], "duplicated": checks["duplicated"], "over_target": checks["over_target"],
         "errors": sum(len(w.errors) for w in workers),
     }
 
