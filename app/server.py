@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
 
+import anyio
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI, Form, Request
@@ -70,6 +72,9 @@ class Server:
 def build_server(ctx: Context, blocks: gr.Blocks, *, head: str, css: str, login_message: str) -> FastAPI:
     policy = LoginPolicy(session_hours=ctx.settings.session_hours)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    # Password checks get threads of their own, as many as there are cores: more would only
+    # share the same cores, and the default pool stays free for everyone already logged in.
+    login_threads = anyio.CapacityLimiter(os.cpu_count() or 2)
 
     def lookup(token: str | None) -> str | None:
         with ctx.reading() as db:
@@ -93,8 +98,10 @@ def build_server(ctx: Context, blocks: gr.Blocks, *, head: str, css: str, login_
     async def login(request: Request, username: str = Form(max_length=256),
                     password: str = Form(max_length=1024)) -> Response:
         address = request.client.host if request.client else "unknown"
-        try:  # bcrypt takes a quarter of a second: never on the event loop
-            token = await run_in_threadpool(log_in, ctx.transaction, username, password, address, policy)
+        try:  # bcrypt takes a quarter of a second: never on the event loop, and never in the threads
+            # every other request's session lookup needs (a burst of logins would queue them all)
+            token = await anyio.to_thread.run_sync(log_in, ctx.transaction, username, password, address, policy,
+                                                   limiter=login_threads)
         except LoginRefused as refused:
             headers = {"Retry-After": str(refused.retry_after_s)} if refused.retry_after_s else None
             return JSONResponse({"detail": str(refused)}, status_code=429 if headers else 401, headers=headers)

@@ -342,3 +342,28 @@ def test_a_submit_racing_its_lease_expiry_never_pushes_a_task_past_its_target(se
     with transaction(sessions) as db:
         assert db.scalar(select(func.count()).select_from(Judgement).where(Judgement.task_id == task)) == 1
         assert db.get(ComparisonTask, task).judgement_count == 1
+
+
+def test_a_burst_of_raters_all_get_tasks_while_tasks_are_open(sessions) -> None:  # type: ignore[no-untyped-def]
+    """More raters ask at once than one queue window holds: each still gets an open task, even
+    when the tasks of the window it read first were all taken while it waited for their locks."""
+    from annotate.queue import CANDIDATE_WINDOW
+
+    n = CANDIDATE_WINDOW + 16
+    make_tasks(sessions, n, target=1)
+    raters = make_raters(sessions, n)
+    start = threading.Barrier(n)
+    got: dict[int, int | None] = {}
+
+    def ask(rater_id: int) -> None:
+        start.wait()
+        leased = lease(sessions, rater_id)
+        got[rater_id] = None if leased is None else leased[1]
+
+    threads = [threading.Thread(target=ask, args=(r,)) for r in raters]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(r for r, task in got.items() if task is None) == []  # nobody told "no task"
+    assert len(set(got.values())) == n  # one rater per task: the target of 1 held
