@@ -7,7 +7,12 @@ Four layouts, detected from the fields of the first record:
 - comparisons: `post_id/post/summary_0/summary_1/choice/worker`, the same with the rater's id
   and the per-summary rating means kept on the candidates;
 - ratings: `post_id/summary/worker/overall`, each rater's 1-7 scores per summary (posts known
-  only by id become text-less documents, never served).
+  only by id become text-less documents, never served);
+- candidates: your own models' summaries, to be judged: `{"id", "text" | "prompt", "title",
+  "reference", "candidates": [{"text", "model"}]}`, the flat `{"prompt", "responses": [...],
+  "models": [...]}`, or one row per summary (`doc_id/text/candidate/model`, as in a CSV). Each
+  model becomes a model version of kind `external` (no weights), named in reports and exports,
+  never shown to annotators; `calibra tasks create` then puts the summaries in front of them.
 
 Every record of every file is validated before anything is written, and one transaction holds
 all the files, so a bad record leaves the database as it was. A value that cannot be stored as it
@@ -42,13 +47,15 @@ from db.models import (
     ComparisonTask,
     Document,
     Judgement,
+    ModelKind,
+    ModelVersion,
     Rater,
     TaskCandidate,
     digest,
     utcnow,
 )
 
-LAYOUTS = ("auto", "documents", "pairs", "comparisons", "ratings")
+LAYOUTS = ("auto", "documents", "pairs", "comparisons", "ratings", "candidates")
 AXES = ("overall", "accuracy", "coverage", "coherence")  # 1-7 scales; overall is the quality
 PAIRS_RATER = "import:unattributed"  # pairs files carry no rater ids
 
@@ -80,6 +87,7 @@ class ImportReport:
     judgements_added: int = 0
     judgements_existing: int = 0
     raters_added: int = 0
+    model_versions_added: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,7 +126,16 @@ class _Rated:
     scores: dict[str, int | None]
 
 
-_Item = DocFields | _Judged | _Rated
+@dataclass(frozen=True)
+class _Outputs:
+    """Models' summaries of one document, to be judged."""
+
+    doc: DocFields
+    outputs: tuple[tuple[str, str], ...]  # (summary, model name)
+    line: int  # named if a model's name is taken by one of Calibra's own versions
+
+
+_Item = DocFields | _Judged | _Rated | _Outputs
 
 
 @dataclass(frozen=True)
@@ -135,8 +152,14 @@ SIGNATURES = {"pairs": {"prompt", "chosen", "rejected"}, "comparisons": {"post",
               "ratings": {"post_id", "summary", "worker", "overall"}}
 
 
+# Any of these marks a file of models' outputs to be judged (nested, flat, one row per summary).
+CANDIDATE_SIGNATURES = ({"candidates"}, {"responses", "models"}, {"doc_id", "candidate", "model"})
+
+
 def detect_layout(keys: Iterable[str], text_field: str = "text") -> str:
     keys = set(keys)
+    if any(signature <= keys for signature in CANDIDATE_SIGNATURES):
+        return "candidates"
     for layout, signature in SIGNATURES.items():
         if signature <= keys:
             return layout
@@ -181,7 +204,8 @@ def _parse_file(records: Iterable[Record], *, file: str, source: str, layout: st
     if layout == "auto":
         layout = detect_layout(rows[0].data.keys(), fields.text)
     parsed = [_PARSERS[layout](r, file, fields, max_chars) for r in rows]
-    _refuse_conflicting_ids(rows, parsed, file, fields.id if layout == "documents" else "post_id")
+    id_field = {"documents": fields.id, "candidates": "doc_id" if "doc_id" in rows[0].data else "id"}
+    _refuse_conflicting_ids(rows, parsed, file, id_field.get(layout, "post_id"))
     if split is not None:
         parsed = [_with_split(p, split) for p in parsed]
     return _ParsedFile(file=file, source=source, layout=layout, items=parsed)
@@ -196,6 +220,8 @@ def _write(db: Session, parsed: _ParsedFile) -> ImportReport:
             writer.document(item)
         elif isinstance(item, _Rated):
             groups.setdefault((item.post_id, item.rater), []).append(item)
+        elif isinstance(item, _Outputs):
+            writer.outputs(item, parsed.file)
         else:
             writer.judged(item, batch)
     for (post_id, rater), items in groups.items():
@@ -220,6 +246,8 @@ def _default_fields(first: Record) -> FieldMap:
 def _with_split(item: _Item, split: str) -> _Item:
     if isinstance(item, DocFields):
         return replace(item, split=split)
+    if isinstance(item, _Outputs):
+        return replace(item, doc=replace(item.doc, split=split))
     if isinstance(item, _Rated):
         return item  # text-less documents carry no split
     return replace(item, doc=replace(item.doc, split=split))
@@ -229,7 +257,7 @@ def _refuse_conflicting_ids(rows: list[Record], parsed: list[_Item], file: str, 
     """One id, two texts: which is the document? (Storing both breaks the one id per source.)"""
     first: dict[str, tuple[int, str]] = {}
     for record, item in zip(rows, parsed, strict=True):
-        doc = item if isinstance(item, DocFields) else item.doc if isinstance(item, _Judged) else None
+        doc = item if isinstance(item, DocFields) else item.doc if isinstance(item, _Judged | _Outputs) else None
         if doc is None or doc.external_id is None:
             continue
         line, text = first.setdefault(doc.external_id, (record.line, doc.text))
@@ -275,7 +303,12 @@ KINDS = {bool: "true/false", int: "a number", float: "a number", list: "a list",
 def _text(record: Record, file: str, name: str, limit: _Limit, *, required: bool = False,
           numbers: bool = False) -> str | None:
     """A field's text, stripped; `numbers`: whole numbers are accepted too (ids, rater names)."""
-    value = record.data.get(name)
+    return _as_text(record.data.get(name), record, file, name, limit, required=required, numbers=numbers)
+
+
+def _as_text(value: Any, record: Record, file: str, name: str, limit: _Limit, *, required: bool = False,
+             numbers: bool = False) -> str | None:
+    """`_text` of a value found anywhere in a record (`name` says where, e.g. candidates[2].text)."""
     if value is None:
         if required:
             raise _missing(record, file, name)
@@ -372,8 +405,61 @@ def _parse_rating(record: Record, file: str, fields: FieldMap, max_chars: int) -
                   scores=scores)
 
 
+MODEL_LIMIT = _column_limit(ModelVersion.name)
+
+
+def _parse_outputs(record: Record, file: str, fields: FieldMap, max_chars: int) -> _Outputs:
+    data, long = record.data, _document_limit(max_chars)
+    if "candidate" in data:  # one row per summary: the document's fields repeat on each row
+        doc = _parse_document(record, file, replace(fields, id="doc_id"), max_chars)
+        pairs: list[tuple[Any, Any, str, str]] = [(data.get("candidate"), data.get("model"), "candidate", "model")]
+    else:
+        text_field = "text" if "text" in data else "prompt"
+        doc = _parse_document(record, file, replace(fields, text=text_field), max_chars)
+        parts = prompt_parts(doc.text) if text_field == "prompt" else None
+        if parts:  # a prompt in the TL;DR layout: its post, title and subreddit
+            doc = replace(doc, text=parts[0], title=doc.title or parts[1], subreddit=doc.subreddit or parts[2])
+        pairs = _nested_outputs(record, file) if "candidates" in data else _flat_outputs(record, file)
+    outputs = []
+    for text, model, text_at, model_at in pairs:
+        summary = bare_summary(_as_text(text, record, file, text_at, long, required=True) or "")
+        if not summary:
+            raise InvalidInput("is empty after its 'TL;DR:' prefix", file=file, line=record.line, field=text_at)
+        outputs.append((summary, _as_text(model, record, file, model_at, MODEL_LIMIT, required=True,
+                                          numbers=True) or ""))
+    return _Outputs(doc=doc, outputs=tuple(outputs), line=record.line)
+
+
+def _list(record: Record, file: str, name: str) -> list[Any]:
+    value = record.data.get(name)
+    if value is None:
+        raise _missing(record, file, name)
+    if not isinstance(value, list) or not value:
+        raise InvalidInput("must be a non-empty list", file=file, line=record.line, field=name)
+    return value
+
+
+def _nested_outputs(record: Record, file: str) -> list[tuple[Any, Any, str, str]]:
+    out = []
+    for i, item in enumerate(_list(record, file, "candidates")):
+        if not isinstance(item, dict):
+            raise InvalidInput('must be an object {"text", "model"}', file=file, line=record.line,
+                               field=f"candidates[{i}]")
+        out.append((item.get("text"), item.get("model"), f"candidates[{i}].text", f"candidates[{i}].model"))
+    return out
+
+
+def _flat_outputs(record: Record, file: str) -> list[tuple[Any, Any, str, str]]:
+    responses, models = _list(record, file, "responses"), _list(record, file, "models")
+    if len(responses) != len(models):
+        raise InvalidInput(f"has {len(models)} names for {len(responses)} responses", file=file, line=record.line,
+                           field="models")
+    return [(r, m, f"responses[{i}]", f"models[{i}]") for i, (r, m) in enumerate(zip(responses, models, strict=True))]
+
+
 _PARSERS: dict[str, Callable[[Record, str, FieldMap, int], _Item]] = {
-    "documents": _parse_document, "pairs": _parse_pair, "comparisons": _parse_comparison, "ratings": _parse_rating}
+    "documents": _parse_document, "pairs": _parse_pair, "comparisons": _parse_comparison, "ratings": _parse_rating,
+    "candidates": _parse_outputs}
 
 
 def _missing(record: Record, file: str, name: str) -> InvalidInput:
@@ -439,6 +525,7 @@ class _Writer:
         self.raters: dict[str, Rater] = {}
         self.pending_orders: list[tuple[Assignment, list[Candidate]]] = []
         self.by_external_id: dict[str, tuple[str, Document]] = {}
+        self.models: dict[str, ModelVersion] = {}
 
     def document(self, d: DocFields) -> tuple[str, Document]:
         key = digest(d.text)
@@ -484,6 +571,35 @@ class _Writer:
                                              origin=CandidateOrigin.IMPORTED, meta=meta)
             self.report.candidates_added += 1
         return key[1], self.candidates[key]
+
+    def outputs(self, item: _Outputs, file: str) -> None:
+        """A document and its models' summaries, as candidates of external model versions. A
+        summary already stored for the document (from any source) is kept as it was."""
+        doc_key, doc = self.document(item.doc)
+        for text, model in item.outputs:
+            key = (doc_key, digest(text))
+            if key not in self.candidates:
+                # Added by hand: no task holds these yet to carry them into the session.
+                self.candidates[key] = Candidate(document=doc, text=text, text_hash=key[1],
+                                                 origin=CandidateOrigin.MODEL,
+                                                 model_version=self.external_model(model, file, item.line))
+                self.db.add(self.candidates[key])
+                self.report.candidates_added += 1
+
+    def external_model(self, name: str, file: str, line: int) -> ModelVersion:
+        if name not in self.models:
+            with self.db.no_autoflush:
+                version = self.db.scalar(select(ModelVersion).where(ModelVersion.name == name))
+            if version is not None and version.kind != ModelKind.EXTERNAL:
+                raise InvalidInput(f"{name!r} is the name of one of Calibra's own {version.kind.value} versions; "
+                                   "name your model differently", file=file, line=line, field="model")
+            if version is None:
+                version = ModelVersion(kind=ModelKind.EXTERNAL, name=name, base_model="external",
+                                       config={"imported_from": file.rsplit("/", 1)[-1]})
+                self.db.add(version)
+                self.report.model_versions_added += 1
+            self.models[name] = version
+        return self.models[name]
 
     def rater(self, name: str) -> Rater:
         if name not in self.raters:

@@ -61,6 +61,7 @@ class ModelKind(str, enum.Enum):
     REWARD = "reward"
     RANKER = "ranker"
     BACKBONE = "backbone"  # a pretrained encoder that reward/ranker models start from
+    EXTERNAL = "external"  # a model known only by its imported outputs (no weights here)
 
 
 class ModelStatus(str, enum.Enum):

@@ -446,7 +446,8 @@ def test_valid_records_import_verbatim_and_once(template: Path, layout: str, fmt
         imported = snapshot(engine)
         again = import_into(engine, [path])
         assert {k: v for k, v in again.items() if k.endswith("_added")} == dict.fromkeys(
-            ["documents_added", "candidates_added", "tasks_added", "judgements_added", "raters_added"], 0)
+            ["documents_added", "candidates_added", "tasks_added", "judgements_added", "raters_added",
+             "model_versions_added"], 0)
         assert snapshot(engine) == imported
 
 
