@@ -154,7 +154,9 @@ def load_frames(db: Session, filters: Filters = Filters()) -> Frames:
         _fetch(conn, select(CandidateRating.judgement_id, CandidateRating.candidate_id, CandidateRating.quality,
                             CandidateRating.factual).where(CandidateRating.judgement_id.in_(selected))),
         columns=["judgement_id", "candidate_id", "quality", "factual"])
-    ratings["factual"] = ratings.factual.map({1: True, 0: False})  # SQLite gives 0/1, PostgreSQL booleans
+    # SQLite gives 0/1 and PostgreSQL booleans; a dict lookup would miss the booleans (pandas
+    # matches keys by dtype), so each value is converted by itself.
+    ratings["factual"] = ratings.factual.map(lambda v: None if v is None or pd.isna(v) else bool(v))
     skip_query = (select(Rater.name, Assignment.completed_at).join(Rater, Rater.id == Assignment.rater_id)
                   .where(Assignment.status == AssignmentStatus.SKIPPED))
     if filters.rater is not None:
