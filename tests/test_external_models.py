@@ -91,3 +91,51 @@ def test_a_bad_record_names_file_line_and_field_and_stores_nothing(env: Path, ct
     code, out = calibra("import", "documents", str(path))
     assert code == 2 and f"outputs.jsonl:4: field '{field}'" in out, out
     assert status() == before
+
+
+@pytest.mark.browser
+def test_from_a_file_of_two_models_outputs_to_their_win_rates_on_the_dashboard(env: Path, ctx, browser) -> None:  # type: ignore[no-untyped-def]
+    from annotate.users import add_user
+    from app.web import launch
+    from db.models import Role
+    from tests.test_web import PASSWORD, _free_port, open_as
+
+    assert calibra("import", "documents", str(nested(env / "outputs.jsonl")))[0] == 0
+    assert calibra("tasks", "create", "--per-task", "3", "--replication", "1")[0] == 0
+    with ctx.transaction() as db:
+        add_user(db, "ann1", Role.ANNOTATOR, PASSWORD)
+        add_user(db, "boss", Role.ADMIN, PASSWORD)
+    port = _free_port()
+    server = launch(ctx, "127.0.0.1", port, block=False)
+    try:
+        page, bodies = open_as(browser, f"http://127.0.0.1:{port}/", "ann1")
+        for _ in POSTS:  # each task: rate the three summaries, choose the longest as best
+            texts = [page.locator(f"#summary-{c} textarea").input_value() for c in "ABC"]
+            for c in "ABC":
+                page.locator(f"#quality-{c} label").nth(4).click()
+                page.locator(f"#factual-{c} label").first.click()
+            page.locator("#best label").nth(max(range(3), key=lambda i: len(texts[i]))).click()
+            title = page.locator("#title textarea, #title input").first.input_value()
+            page.locator("#submit-btn").click()
+            page.wait_for_function("prev => { const t = document.querySelector('#title textarea, #title input');"
+                                   " return t && t.value !== prev; }", arg=title, timeout=30_000)
+        page.wait_for_selector("text=/No tasks left for you/", timeout=30_000)
+        assert not any(m in body for body in bodies for m in ("alpha-7b", "beta-13b"))  # blind to the models
+
+        admin = browser.new_page(viewport={"width": 1400, "height": 1600})  # no task left to wait for
+        admin.goto(f"http://127.0.0.1:{port}/")
+        admin.locator("input[type=text]").fill("boss")
+        admin.locator("input[type=password]").fill(PASSWORD)
+        admin.keyboard.press("Enter")
+        admin.get_by_role("tab", name="Dashboard").click(timeout=30_000)
+        admin.locator("#dashboard-compute").click()
+        admin.wait_for_selector("text=/3\\s*judgements by\\s*1\\s*raters/", timeout=60_000)
+        admin.locator("#models-table").get_by_text("beta-13b").first.wait_for(timeout=30_000)
+        table = admin.locator("#models-table").evaluate(  # Gradio's grid: rows of header or body cells
+            "t => [...t.querySelectorAll('[role=row]')].map(r => [...r.querySelectorAll("
+            "'[role=columnheader], [role=gridcell]')].map(c => c.innerText.trim()))")
+        rows = {cells[0]: dict(zip(table[0], cells, strict=False)) for cells in table[1:] if cells and cells[0]}
+        # the annotator always chose beta's longer summary
+        assert float(rows["beta-13b"]["win_rate"]) == 1.0 and float(rows["alpha-7b"]["win_rate"]) == 0.0, table
+    finally:
+        server.close()

@@ -29,7 +29,6 @@ from db import (
 from db.models import LoopSetting, RegistryEvent, TrainingRound, digest
 from training.registry import active_policy
 
-CHROMIUM = Path("/usr/bin/chromium")
 SECRET_MODELS = ["secret-policy-v7", "hidden-baseline-v2", "mystery-sft-v1"]
 XSS = 'Look: <script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> **not bold**'
 PASSWORD = "browser-pass-1"
@@ -60,19 +59,6 @@ def app_url(ctx) -> Iterator[str]:  # type: ignore[no-untyped-def]
     demo = launch(ctx, "127.0.0.1", port, block=False)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
-
-
-@pytest.fixture
-def browser():  # type: ignore[no-untyped-def]
-    from playwright.sync_api import sync_playwright
-
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium is missing: apt-get install chromium (.ci/run does)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM),
-                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield b
-        b.close()
 
 
 def open_as(browser, url: str, name: str):  # type: ignore[no-untyped-def]
