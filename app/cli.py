@@ -129,6 +129,12 @@ def import_documents(
     totals = import_files(ctx.transaction, [f for f in files if f is not None], fmt=fmt, source=source or hf,
                           layout=layout, fields=fields, split=split, max_chars=settings.max_document_chars)
     print_payload(totals, as_json)
+    if not as_json:
+        from db.backup import describe
+
+        typer.echo(f"imported {totals['records']} {totals['layout']} records: {totals['documents_added']} new "
+                   f"documents, {totals['candidates_added']} candidates, {totals['judgements_added']} judgements "
+                   f"into {describe(settings.database_url)}")
 
 
 @cli.command()
