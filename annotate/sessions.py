@@ -30,6 +30,7 @@ from db import Transactions
 from db.models import LoginAttempt, Rater, WebSession, utcnow
 
 log = logging.getLogger(__name__)
+SESSION_COOKIE = "calibra-session"  # holds a session's token, for the page and the JSON API alike
 BCRYPT_MAX_BYTES = 72  # bcrypt ignores what follows; such passwords are refused when set
 WRONG = "Incorrect name or password."
 
@@ -107,9 +108,15 @@ def log_in(transactions: Transactions, name: str, password: str, address: str,
 
 def session_user(db: Session, token: str | None, *, now: datetime | None = None) -> str | None:
     """The name of the active account this unexpired session belongs to, or None."""
+    rater = session_rater(db, token, now=now)
+    return rater.name if rater is not None else None
+
+
+def session_rater(db: Session, token: str | None, *, now: datetime | None = None) -> Rater | None:
+    """The active account this unexpired session belongs to, or None."""
     if not token:
         return None
-    return db.scalar(select(Rater.name).join(WebSession, WebSession.rater_id == Rater.id)
+    return db.scalar(select(Rater).join(WebSession, WebSession.rater_id == Rater.id)
                      .where(WebSession.token_hash == token_hash(token), WebSession.expires_at > (now or utcnow()),
                             Rater.active.is_(True)))
 

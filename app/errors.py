@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import gradio as gr
 
@@ -26,20 +27,35 @@ class NotLoggedIn(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Told:
+    """What a client is told of a failure: an HTTP status and a message written for people."""
+
+    status: int
+    message: str
+
+
+def told(exc: Exception, action: str, who: str | None) -> Told:
+    """The one mapping from what a handler raised to what its client may learn."""
+    if isinstance(exc, InvalidInput):
+        return Told(422, f"{exc.field}: {exc.message}" if exc.field else exc.message)
+    if isinstance(exc, NotFound):
+        return Told(404, str(exc))
+    if isinstance(exc, NotLoggedIn):
+        return Told(401, str(exc))
+    if is_busy(exc):
+        log.warning("%s for %r: database busy", action, who)
+        return Told(503, BUSY)
+    log.exception("%s failed for %r", action, who)
+    return Told(500, FAILED)
+
+
 @contextmanager
 def shown_to_user(action: str, who: str | None) -> Iterator[None]:
-    """Run a handler's body; turn what it raises into a message fit for the client."""
+    """Run a Gradio handler's body; what it raises reaches the page as `told` says."""
     try:
         yield
-    except InvalidInput as exc:
-        raise gr.Error(f"{exc.field}: {exc.message}" if exc.field else exc.message) from None
-    except (NotFound, NotLoggedIn) as exc:
-        raise gr.Error(str(exc)) from None
     except gr.Error:
         raise
     except Exception as exc:
-        if is_busy(exc):
-            log.warning("%s for %r: database busy", action, who)
-            raise gr.Error(BUSY) from None
-        log.exception("%s failed for %r", action, who)
-        raise gr.Error(FAILED) from None
+        raise gr.Error(told(exc, action, who).message) from None

@@ -13,21 +13,22 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import anyio
 import gradio as gr
 import uvicorn
-from fastapi import FastAPI, Form, Request
+from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.middleware.base import RequestResponseEndpoint
 
-from annotate.sessions import LoginPolicy, LoginRefused, end_session, log_in, session_user
+from annotate.sessions import SESSION_COOKIE, LoginPolicy, LoginRefused, end_session, log_in, session_user
 from app.context import Context
 
 log = logging.getLogger(__name__)
-COOKIE = "calibra-session"
+COOKIE = SESSION_COOKIE
 
 LOGIN_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Calibra · log in</title>
@@ -69,12 +70,14 @@ class Server:
             self.thread.join(timeout=10)
 
 
-def build_server(ctx: Context, blocks: gr.Blocks, *, head: str, css: str, login_message: str) -> FastAPI:
+def build_server(ctx: Context, blocks: gr.Blocks, *, head: str, css: str, login_message: str,
+                 routers: Sequence[APIRouter] = ()) -> FastAPI:
     policy = LoginPolicy(session_hours=ctx.settings.session_hours)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    # Password checks get threads of their own, as many as there are cores: more would only
-    # share the same cores, and the default pool stays free for everyone already logged in.
-    login_threads = anyio.CapacityLimiter(os.cpu_count() or 2)
+    # Password checks get threads of their own, one core's worth fewer than the machine has: a
+    # burst of logins then waits its turn instead of taking every core, and the default pool and
+    # one core stay free for everyone already logged in.
+    login_threads = anyio.CapacityLimiter(max(1, (os.cpu_count() or 2) - 1))
 
     def lookup(token: str | None) -> str | None:
         with ctx.reading() as db:
@@ -119,6 +122,9 @@ def build_server(ctx: Context, blocks: gr.Blocks, *, head: str, css: str, login_
         reply = RedirectResponse("login", status_code=303)
         reply.delete_cookie(COOKIE)
         return reply
+
+    for router in routers:  # plain routes first: the Gradio app is mounted at / and takes the rest
+        app.include_router(router)
 
     # show_error=False: the client sees only `gr.Error` texts written for it (app.errors), never
     # an exception's own text, which may name models or carry SQL parameters.

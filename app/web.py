@@ -19,6 +19,7 @@ from annotate.submissions import LETTERS, SKIP_REASONS, Submission, skip, submit
 from annotate.users import active_rater
 from annotate.views import TaskView, progress, task_view
 from app.admin_guard import AdminEvents
+from app.api_routes import build_api
 from app.context import Context
 from app.dashboard import build_dashboard
 from app.errors import NotLoggedIn, shown_to_user
@@ -268,5 +269,6 @@ def launch(ctx: Context, host: str, port: int, *, block: bool = True) -> Server:
     handlers = make_handlers(ctx)
     demo = build_app(handlers)
     demo.queue(default_concurrency_limit=None)
-    app = build_server(ctx, demo, head=KEYBOARD_JS, css=CSS, login_message="Log in with your Calibra account.")
+    app = build_server(ctx, demo, head=KEYBOARD_JS, css=CSS, login_message="Log in with your Calibra account.",
+                       routers=[build_api(ctx, handlers.policy)])
     return run(app, host, port, block=block)

@@ -2,7 +2,8 @@
 
 The app runs as its own process (`calibra serve`). Each annotator logs in over HTTP and loops
 next_task -> submit through the app's `next_task` and `submit` endpoints
-(`POST /gradio_api/run/<name>`, the same endpoints `gradio_client` calls) until the queue is
+(`POST /gradio_api/run/<name>`, the same endpoints `gradio_client` calls, or with `--api plain`
+the JSON routes `POST /api/<name>`) until the queue is
 empty, its request budget is spent or the time limit passes. Reported per N: judgements per second
 and p50/p95 latency of each call.
 Afterwards the database is checked: no judgement lost (every `{"stored": true}` has its row), none
@@ -112,14 +113,23 @@ def open_home(home: Path, database_url: str | None = None) -> Context:
     return open_context(load_settings())
 
 
-def call(client: httpx.Client, name: str, *args: object) -> dict:
+SUBMIT_FIELDS = ("assignment_id", "best", "quality", "factual", "strength", "all_unacceptable", "comment")
+
+
+def call(client: httpx.Client, name: str, *args: object, api: str = "gradio") -> dict:
+    """One call of the annotation API: Gradio's endpoints (`/gradio_api/run/<name>`, what
+    gradio_client uses) or the plain JSON routes beside them (`/api/<name>`)."""
+    if api == "plain":
+        response = client.post(f"/api/{name}", json=dict(zip(SUBMIT_FIELDS, args, strict=False)))
+        response.raise_for_status()
+        return response.json()
     response = client.post(f"/gradio_api/run/{name}", json={"data": list(args)})
     response.raise_for_status()
     return response.json()["data"][0]
 
 
 def annotate(url: str, worker: Worker, stop: threading.Event, max_calls: int, think: float,
-             ready: threading.Barrier) -> None:
+             ready: threading.Barrier, api: str = "gradio") -> None:
     rng = random.Random(worker.name)
     with httpx.Client(base_url=url, timeout=60) as client:
         # Logging in checks a bcrypt hash (a quarter of a second of CPU by design): everyone logs
@@ -131,7 +141,7 @@ def annotate(url: str, worker: Worker, stop: threading.Event, max_calls: int, th
             if stop.is_set():
                 return
             t0 = time.perf_counter()
-            task = call(client, "next_task")["task"]
+            task = call(client, "next_task", api=api)["task"]
             worker.next_ms.append((time.perf_counter() - t0) * 1000)
             if task is None:
                 return
@@ -140,7 +150,7 @@ def annotate(url: str, worker: Worker, stop: threading.Event, max_calls: int, th
             t0 = time.perf_counter()
             try:
                 out = call(client, "submit", task["assignment_id"], letters[0], {c: 5 for c in letters},
-                           {c: True for c in letters}, "better", False, "")
+                           {c: True for c in letters}, "better", False, "", api=api)
                 if out.get("stored"):
                     worker.acknowledged.append(task["assignment_id"])
             except httpx.HTTPError as exc:
@@ -295,7 +305,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def run_level(n: int, tasks: int, seconds: float, max_calls: int, think: float,
-              round_running: bool = False) -> dict[str, object]:
+              round_running: bool = False, api: str = "gradio") -> dict[str, object]:
     home = Path(tempfile.mkdtemp(prefix=f"calibra-load-{n}-"))
     ctx = open_home(home)
     seed(ctx, tasks, n)
@@ -306,8 +316,8 @@ def run_level(n: int, tasks: int, seconds: float, max_calls: int, think: float,
         wait_for_training(ctx, number)
     workers = [Worker(name) for name in rater_names(n)]
     ready, stop = threading.Barrier(n + 1), threading.Event()
-    threads = [threading.Thread(target=annotate, args=(f"http://127.0.0.1:{port}/", w, stop, max_calls, think, ready))
-               for w in workers]
+    threads = [threading.Thread(target=annotate, args=(f"http://127.0.0.1:{port}/", w, stop, max_calls, think, ready,
+                                                       api)) for w in workers]
     for t in threads:
         t.start()
     ready.wait()  # the time limit counts from the start of the timed loop, after the logins
@@ -328,7 +338,7 @@ def run_level(n: int, tasks: int, seconds: float, max_calls: int, think: float,
         with ctx.transaction() as db:  # the round must still have been training when the level ended
             still = find_round(db, number).status
     return {
-        "annotators": n, "think_s": think, "round_running": None if number is None else still.value,
+        "api": api, "annotators": n, "think_s": think, "round_running": None if number is None else still.value,
         "seconds": round(elapsed, 1), "judgements": rows,
         "judgements_per_s": round(rows / elapsed, 1),
         "next_task_p50_ms": round(pct(next_ms, 50), 1), "next_task_p95_ms": round(pct(next_ms, 95), 1),
@@ -347,11 +357,13 @@ def main() -> None:
     ap.add_argument("--think", type=float, nargs="+", default=[5.0], help="seconds an annotator reads (0: none)")
     ap.add_argument("--round-running", action="store_true",
                     help="each level also while the worker beside the app trains a round")
+    ap.add_argument("--api", nargs="+", choices=("gradio", "plain"), default=["gradio"],
+                    help="Gradio's endpoints, the plain JSON routes, or both side by side")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     modes = (False, True) if args.round_running else (False,)
-    results = [run_level(n, args.tasks, args.seconds, args.max_calls, think, mode)
-               for think in args.think for n in args.annotators for mode in modes]
+    results = [run_level(n, args.tasks, args.seconds, args.max_calls, think, mode, api)
+               for think in args.think for n in args.annotators for mode in modes for api in args.api]
     meta = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "python": platform.python_version(),
             "cpus": os.cpu_count(), "database": "sqlite"}
     if args.json:
