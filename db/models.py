@@ -201,7 +201,7 @@ class ComparisonTask(Base):
     __table_args__ = (
         CheckConstraint("replication_target >= 1", name="replication_positive"),
         CheckConstraint("judgement_count >= 0", name="count_nonnegative"),
-        Index("ix_task_queue", "priority", "judgement_count"),
+
     )
 
     @property
@@ -210,6 +210,11 @@ class ComparisonTask(Base):
 
     def __repr__(self) -> str:
         return f"ComparisonTask(id={self.id}, document_id={self.document_id}, n={len(self.slots)})"
+
+
+# The queue's order exactly (priority first, then fewest judgements, then oldest): the next-task
+# query walks it and stops at its window instead of sorting every open task.
+Index("ix_task_queue", ComparisonTask.priority.desc(), ComparisonTask.judgement_count, ComparisonTask.id)
 
 
 class TaskCandidate(Base):
