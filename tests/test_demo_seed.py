@@ -66,3 +66,18 @@ def test_an_interrupted_demo_seed_goes_on_where_it_stopped(env: Path, ctx, tiny_
     done = subprocess.run(SEED, check=True, capture_output=True, text=True)
     assert _state(ctx) == (documents, candidates, tasks, logins, simulated)
     assert "candidates from" not in done.stdout and "simulated history" not in done.stdout
+
+
+@pytest.mark.slow
+def test_the_demo_shows_the_default_policys_summaries_not_restatements(env: Path, ctx) -> None:  # type: ignore[no-untyped-def]
+    from annotate.export import repeats_layout
+
+    done = subprocess.run(SEED, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with ctx.reading() as db:
+        sampled = db.scalars(select(Candidate.text).where(Candidate.model_version_id.is_not(None))).all()
+        tasked = db.scalar(select(func.count(func.distinct(ComparisonTask.document_id)))
+                           .where(ComparisonTask.batch == "demo"))
+    dropped = int(done.stdout.split(" samples that restated")[0].rsplit("(", 1)[1])
+    assert dropped <= 0.05 * (len(sampled) + dropped), done.stdout  # under 5% of the policy's samples
+    assert not any(map(repeats_layout, sampled)) and tasked == POSTS
