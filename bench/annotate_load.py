@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import random
-import shutil
 import socket
 import statistics
 import subprocess
@@ -64,6 +63,7 @@ from db import (
     Role,
     TaskCandidate,
 )
+from db.local_postgres import throwaway_server
 from db.models import digest, utcnow
 from training.rounds.config import RoundOptions
 from training.rounds.store import find_round, request_round
@@ -71,7 +71,6 @@ from training.rounds.store import find_round, request_round
 PASSWORD = "load-test-pass"
 POSTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tldr" / "posts_test400.jsonl"
 MODELS = Path(__file__).resolve().parents[1] / ".calibra" / "models"
-PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), default=Path("/usr/lib/postgresql/15/bin"))
 
 
 @dataclass
@@ -229,37 +228,15 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def postgres_server() -> Iterator[str]:
-    """A throw-away PostgreSQL server from Debian's binaries, listening on loopback only, with an
-    empty database; yields its SQLAlchemy URL and removes everything afterwards."""
+    """A throw-away PostgreSQL server (`db.local_postgres`) with an empty database; yields its
+    SQLAlchemy URL. fsync stays on (unlike the tests' server): the figures include durable commits,
+    as deployed."""
     import psycopg
 
-    if not (PG_BIN / "initdb").exists():
-        raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
-    # Not under a root-only folder: the server runs as `postgres`.
-    base = Path(tempfile.mkdtemp(prefix="calibra-load-pg-"))
-    data, sock = base / "data", base / "sock"
-    sock.mkdir()
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(base, "postgres")
-        shutil.chown(sock, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
-    # fsync stays on (unlike the tests' server): the figures include durable commits, as deployed.
-    options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1"
-    try:
-        for cmd in ([str(PG_BIN / "initdb"), "-D", str(data), "-U", "calibra", "-A", "trust"],
-                    [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-o", options, "start"]):
-            done = subprocess.run([*as_user, *cmd], capture_output=True, text=True)
-            if done.returncode != 0:
-                raise RuntimeError(f"{cmd[0]} failed: {done.stdout}{done.stderr}")
-        with psycopg.connect(f"postgresql://calibra@127.0.0.1:{port}/postgres", autocommit=True) as conn:
+    with throwaway_server(fsync=True) as admin:
+        with psycopg.connect(admin.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
             conn.execute("CREATE DATABASE calibra_load")
-        yield f"postgresql+psycopg://calibra@127.0.0.1:{port}/calibra_load"
-    finally:
-        subprocess.run([*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-                       capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+        yield admin.rsplit("/", 1)[0] + "/calibra_load"
 
 
 def check_database(ctx: Context, acknowledged: Collection[int], lease: timedelta) -> dict[str, int]:

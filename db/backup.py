@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sqlite3
 import subprocess
 import tempfile
@@ -26,8 +25,7 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 
 from db.engine import BUSY_TIMEOUT_S
-
-PG_BINARIES = Path("/usr/lib/postgresql")  # Debian's layout: one <version>/bin per installed server
+from db.local_postgres import PostgresMissing, pg_tool
 
 
 class BackupError(Exception):
@@ -120,14 +118,10 @@ def _libpq_uri(url: URL) -> str:
 
 
 def _pg_tool(name: str) -> str:
-    installed = [p for p in PG_BINARIES.glob(f"*/bin/{name}") if p.parent.parent.name.isdigit()]
-    if installed:
-        return str(max(installed, key=lambda p: int(p.parent.parent.name)))  # the newest reads every older server
-    found = shutil.which(name)
-    if found is None:
-        raise BackupError(f"{name} was not found in {PG_BINARIES}/*/bin or on PATH: install the PostgreSQL "
-                          "client programs (Debian: apt-get install postgresql-client)")
-    return found
+    try:
+        return pg_tool(name)
+    except PostgresMissing as exc:
+        raise BackupError(str(exc)) from None
 
 
 def _run_pg_tool(name: str, *args: str, password: str | None = None) -> str:

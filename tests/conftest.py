@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +18,6 @@ from app.config import Settings, load_settings
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 TLDR = SHARED / "data" / "tldr"
-PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), default=Path("/usr/lib/postgresql/15/bin"))
 
 
 def models_dir() -> Path:
@@ -177,32 +173,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A throw-away PostgreSQL server from Debian's binaries, on loopback."""
-    if not (PG_BIN / "initdb").exists():
-        pytest.fail("PostgreSQL is not installed (apt-get install postgresql); .ci/run installs it")
-    # Not under pytest's tmp folder: that is private to root, and the server runs as `postgres`.
-    base = Path(tempfile.mkdtemp(prefix="calibra-pg-"))
-    data, sock = base / "data", base / "sock"
-    sock.mkdir()
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(base, "postgres")
-        shutil.chown(sock, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-    for cmd in ([str(PG_BIN / "initdb"), "-D", str(data), "-U", "calibra", "-A", "trust"],
-                [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-o",
-                 f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off", "start"]):
-        done = subprocess.run([*as_user, *cmd], capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.fail(f"{cmd[0]} failed: {done.stdout}{done.stderr}")
+    """A throw-away PostgreSQL server from Debian's binaries, on loopback, for the whole session."""
+    from db.local_postgres import PostgresMissing, throwaway_server
+
     try:
-        url = f"postgresql+psycopg://calibra@127.0.0.1:{port}/postgres"
-        yield url
-    finally:
-        subprocess.run([*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+        with throwaway_server(fsync=False) as url:
+            yield url
+    except PostgresMissing as exc:
+        pytest.fail(f"{exc}; make test installs it as root")
 
 
 @pytest.fixture
