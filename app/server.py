@@ -28,7 +28,6 @@ from annotate.sessions import SESSION_COOKIE, LoginPolicy, LoginRefused, end_ses
 from app.context import Context
 
 log = logging.getLogger(__name__)
-COOKIE = SESSION_COOKIE
 
 LOGIN_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Calibra · log in</title>
@@ -84,7 +83,7 @@ def build_server(ctx: Context, blocks: gr.Blocks, *, head: str, css: str, login_
             return session_user(db, token)
 
     async def _session_user(request: Request) -> str | None:
-        return await run_in_threadpool(lookup, request.cookies.get(COOKIE))
+        return await run_in_threadpool(lookup, request.cookies.get(SESSION_COOKIE))
 
     @app.middleware("http")
     async def send_strangers_to_login(request: Request, call_next: RequestResponseEndpoint) -> Response:
@@ -109,18 +108,18 @@ def build_server(ctx: Context, blocks: gr.Blocks, *, head: str, css: str, login_
             headers = {"Retry-After": str(refused.retry_after_s)} if refused.retry_after_s else None
             return JSONResponse({"detail": str(refused)}, status_code=429 if headers else 401, headers=headers)
         reply = JSONResponse({"success": True})
-        reply.set_cookie(COOKIE, token, max_age=int(policy.session_hours * 3600), httponly=True, samesite="lax",
+        reply.set_cookie(SESSION_COOKIE, token, max_age=int(policy.session_hours * 3600), httponly=True, samesite="lax",
                          secure=request.url.scheme == "https")
         return reply
 
     @app.get("/logout")
     def logout(request: Request) -> Response:
-        token = request.cookies.get(COOKIE)
+        token = request.cookies.get(SESSION_COOKIE)
         if token:
             with ctx.transaction() as db:
                 end_session(db, token)
         reply = RedirectResponse("login", status_code=303)
-        reply.delete_cookie(COOKIE)
+        reply.delete_cookie(SESSION_COOKIE)
         return reply
 
     for router in routers:  # plain routes first: the Gradio app is mounted at / and takes the rest
