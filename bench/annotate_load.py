@@ -16,7 +16,7 @@ while it trains a round (round 0's supervised fine-tuning of the default policy 
 posts of `../shared/data/tldr/posts_test400.jsonl`), as `calibra serve` runs it beside the app.
 
     .venv/bin/python bench/annotate_load.py [--annotators 1 10 50] [--tasks 300] [--seconds 60]
-        [--round-running] [--json]
+        [--round-running] [--api gradio plain] [--processes 1 2 4] [--database sqlite|postgres] [--json]
 
 Its seeding, serving, round and database checks are shared with `bench/crowd_load.py` (a locust
 crowd, also on PostgreSQL) and `bench/export_under_load.py`.
@@ -196,14 +196,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(home: Path, port: int, log: Path | None = None) -> subprocess.Popen[bytes]:
-    """`calibra serve` (the app and its round worker) on loopback, with this process's settings;
-    its output goes to `log` (nowhere without one)."""
+def start_server(home: Path, port: int, log: Path | None = None, worker: bool = True) -> subprocess.Popen[bytes]:
+    """`calibra serve` (the app, and its round worker unless `worker` is False) on loopback, with
+    this process's settings; its output goes to `log` (nowhere without one)."""
     env = {**os.environ, "CALIBRA_HOME": str(home)}
     # The child writes to its own copy of the descriptor: this one closes once it has started.
     with open(log or os.devnull, "wb") as out:
         server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1",
-                                   "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+                                   "--port", str(port), *([] if worker else ["--no-worker"])],
+                                  env=env, stdout=out, stderr=subprocess.STDOUT)
     for _ in range(120):
         try:
             httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
@@ -282,19 +283,22 @@ def pct(values: list[float], q: float) -> float:
 
 
 def run_level(n: int, tasks: int, seconds: float, max_calls: int, think: float,
-              round_running: bool = False, api: str = "gradio") -> dict[str, object]:
+              round_running: bool = False, api: str = "gradio", processes: int = 1,
+              database_url: str | None = None) -> dict[str, object]:
+    """One measurement: `n` annotators spread over `processes` app processes (sessions live in
+    the database, so any process accepts any login), on SQLite or on `database_url`."""
     home = Path(tempfile.mkdtemp(prefix=f"calibra-load-{n}-"))
-    ctx = open_home(home)
+    ctx = open_home(home, database_url)
     seed(ctx, tasks, n)
     number = start_training(ctx) if round_running else None
-    port = free_port()
-    server = start_server(home, port)
+    ports = [free_port() for _ in range(processes)]
+    servers = [start_server(home, port, worker=i == 0) for i, port in enumerate(ports)]
     if number is not None:
         wait_for_training(ctx, number)
     workers = [Worker(name) for name in rater_names(n)]
     ready, stop = threading.Barrier(n + 1), threading.Event()
-    threads = [threading.Thread(target=annotate, args=(f"http://127.0.0.1:{port}/", w, stop, max_calls, think, ready,
-                                                       api)) for w in workers]
+    threads = [threading.Thread(target=annotate, args=(f"http://127.0.0.1:{ports[i % processes]}/", w, stop, max_calls,
+                                                       think, ready, api)) for i, w in enumerate(workers)]
     for t in threads:
         t.start()
     ready.wait()  # the time limit counts from the start of the timed loop, after the logins
@@ -305,7 +309,8 @@ def run_level(n: int, tasks: int, seconds: float, max_calls: int, think: float,
         t.join()
     timer.cancel()
     elapsed = time.perf_counter() - start
-    stop_server(server)
+    for server in servers:
+        stop_server(server)
     checks = check_database(ctx, [a for w in workers for a in w.acknowledged],
                             timedelta(minutes=ctx.settings.lease_minutes))
     rows = checks["judgements"]
@@ -315,7 +320,8 @@ def run_level(n: int, tasks: int, seconds: float, max_calls: int, think: float,
         with ctx.transaction() as db:  # the round must still have been training when the level ended
             still = find_round(db, number).status
     return {
-        "api": api, "annotators": n, "think_s": think, "round_running": None if number is None else still.value,
+        "api": api, "processes": processes, "annotators": n, "think_s": think,
+        "round_running": None if number is None else still.value,
         "seconds": round(elapsed, 1), "judgements": rows,
         "judgements_per_s": round(rows / elapsed, 1),
         "next_task_p50_ms": round(pct(next_ms, 50), 1), "next_task_p95_ms": round(pct(next_ms, 95), 1),
@@ -336,13 +342,23 @@ def main() -> None:
                     help="each level also while the worker beside the app trains a round")
     ap.add_argument("--api", nargs="+", choices=("gradio", "plain"), default=["gradio"],
                     help="Gradio's endpoints, the plain JSON routes, or both side by side")
+    ap.add_argument("--processes", type=int, nargs="+", default=[1], help="app processes sharing the crowd")
+    ap.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite",
+                    help="postgres: a throw-away server from Debian's binaries, a new one per level")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     modes = (False, True) if args.round_running else (False,)
-    results = [run_level(n, args.tasks, args.seconds, args.max_calls, think, mode, api)
-               for think in args.think for n in args.annotators for mode in modes for api in args.api]
+
+    def level(n: int, think: float, mode: bool, api: str, processes: int) -> dict[str, object]:
+        if args.database == "sqlite":
+            return run_level(n, args.tasks, args.seconds, args.max_calls, think, mode, api, processes)
+        with postgres_server() as url:
+            return run_level(n, args.tasks, args.seconds, args.max_calls, think, mode, api, processes, url)
+
+    results = [level(n, think, mode, api, processes) for think in args.think for n in args.annotators
+               for mode in modes for api in args.api for processes in args.processes]
     meta = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "python": platform.python_version(),
-            "cpus": os.cpu_count(), "database": "sqlite"}
+            "cpus": os.cpu_count(), "database": args.database}
     if args.json:
         print(json.dumps({"meta": meta, "results": results}, indent=2))
         return
