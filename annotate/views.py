@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from annotate.queue import queue_size
+from annotate.queue import QueuePolicy, next_assignment, queue_size
 from annotate.submissions import LETTERS
 from db.models import Assignment, Candidate, Document, Judgement, Rater, utcnow
 
@@ -61,3 +61,10 @@ def progress(db: Session, rater: Rater, now: datetime | None = None) -> Progress
         Judgement.rater_id == rater.id, Judgement.created_at >= midnight,
         Judgement.created_at < midnight + timedelta(days=1))) or 0
     return Progress(judged_today=judged, left_in_queue=queue_size(db, rater, now))
+
+
+def next_task(db: Session, rater: Rater, policy: QueuePolicy) -> tuple[TaskView | None, Progress]:
+    """What `next_task` answers, for the page and every API alike: the rater's current task (or a
+    new lease on the next one), and their progress."""
+    assignment = next_assignment(db, rater, policy)
+    return (task_view(db, assignment) if assignment is not None else None), progress(db, rater)

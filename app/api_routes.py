@@ -17,10 +17,10 @@ from fastapi import APIRouter, Body, HTTPException, Request
 
 from annotate import submission_input as checked
 from annotate.errors import InvalidInput
-from annotate.queue import QueuePolicy, next_assignment
+from annotate.queue import QueuePolicy
 from annotate.sessions import SESSION_COOKIE, session_rater
 from annotate.submissions import skip, submit
-from annotate.views import progress, task_view
+from annotate.views import next_task as next_task_view
 from app.context import Context
 from app.errors import NotLoggedIn, told
 from db.models import Rater
@@ -61,10 +61,8 @@ def build_api(ctx: Context, policy: QueuePolicy) -> APIRouter:
         {"task": {assignment_id, title, source, text, summaries: [{letter, text}],
         lease_expires_at} or null, "progress": {judged_today, left_in_queue}}."""
         with _refused_as_http("next_task", request), ctx.transaction() as db:
-            rater = _rater(db, request)
-            assignment = next_assignment(db, rater, policy)
-            view = task_view(db, assignment) if assignment is not None else None
-            return {"task": view.as_dict() if view else None, "progress": progress(db, rater).as_dict()}
+            view, progress = next_task_view(db, _rater(db, request), policy)
+            return {"task": view.as_dict() if view else None, "progress": progress.as_dict()}
 
     @router.post("/submit")
     def submit_judgement(request: Request, body: Annotated[Any, Body()] = None) -> dict[str, Any]:

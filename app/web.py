@@ -14,10 +14,10 @@ import gradio as gr
 
 from annotate import submission_input as checked
 from annotate.errors import InvalidInput
-from annotate.queue import QueuePolicy, next_assignment
+from annotate.queue import QueuePolicy
 from annotate.submissions import LETTERS, SKIP_REASONS, Submission, skip, submit
 from annotate.users import active_rater
-from annotate.views import TaskView, progress, task_view
+from annotate.views import TaskView, next_task
 from app.admin_guard import AdminEvents
 from app.api_routes import build_api
 from app.context import Context
@@ -81,10 +81,8 @@ class Handlers:
 
     def next_task(self, request: gr.Request | None) -> tuple[TaskView | None, dict[str, int]]:
         with self.ctx.transaction() as db:
-            rater = self._rater(db, request)
-            assignment = next_assignment(db, rater, self.policy)
-            view = task_view(db, assignment) if assignment is not None else None
-            return view, progress(db, rater).as_dict()
+            view, progress = next_task(db, self._rater(db, request), self.policy)
+            return view, progress.as_dict()
 
     def submit(self, assignment_id: int, sub: Submission, request: gr.Request | None) -> int:
         with self.ctx.transaction() as db:
@@ -95,8 +93,8 @@ class Handlers:
             skip(db, assignment_id, self._rater(db, request), reason)
 
     def is_admin(self, request: gr.Request | None) -> bool:
-        try:
-            with self.ctx.transaction() as db:
+        try:  # a read on every admin event: no write lock taken
+            with self.ctx.reading() as db:
                 return self._rater(db, request).role == Role.ADMIN
         except NotLoggedIn:
             return False
