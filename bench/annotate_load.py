@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -63,7 +62,7 @@ from db import (
     Role,
     TaskCandidate,
 )
-from db.local_postgres import throwaway_server
+from db.local_postgres import free_port, throwaway_server
 from db.models import digest, utcnow
 from training.rounds.config import RoundOptions
 from training.rounds.store import find_round, request_round
@@ -188,12 +187,6 @@ def round_stages(ctx: Context, number: int) -> dict[str, Any]:
         return {"status": round_.status.value, "reason": round_.reason,
                 "stages": {s.name: {"status": s.status.value, "step": (s.progress or {}).get("step", 0),
                                     "total": (s.progress or {}).get("total")} for s in round_.stages}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(home: Path, port: int, log: Path | None = None, worker: bool = True) -> subprocess.Popen[bytes]:

@@ -27,17 +27,10 @@ from annotate.users import add_user
 from app.config import load_settings
 from app.context import open_context
 from app.web import launch
+from db.local_postgres import free_port
 from db.models import Role
 
 PASSWORD = "bench-pass-1"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _login(url: str, name: str, password: str = "wrong password") -> tuple[float, int, str]:
@@ -91,7 +84,7 @@ def main() -> None:
         with ctx.transaction() as db:
             for name in ("known0", "known1", "known2", "reader"):
                 add_user(db, name, Role.ANNOTATOR, PASSWORD)
-        port = _free_port()
+        port = free_port()
         server = launch(ctx, "127.0.0.1", port, block=False)
         try:
             result = measure(f"http://127.0.0.1:{port}/")

@@ -31,7 +31,8 @@ def pg_tool(name: str) -> str:
     return found
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on loopback, for the server here and for anything else started locally."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -52,7 +53,7 @@ def throwaway_server(*, fsync: bool = True) -> Iterator[str]:
         shutil.chown(base, "postgres")
         shutil.chown(sock, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
+    port = free_port()
     options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1" + ("" if fsync else " -c fsync=off")
     try:
         for cmd in ([initdb, "-D", str(data), "-U", "calibra", "-A", "trust"],

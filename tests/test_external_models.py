@@ -97,15 +97,16 @@ def test_a_bad_record_names_file_line_and_field_and_stores_nothing(env: Path, ct
 def test_from_a_file_of_two_models_outputs_to_their_win_rates_on_the_dashboard(env: Path, ctx, browser) -> None:  # type: ignore[no-untyped-def]
     from annotate.users import add_user
     from app.web import launch
+    from db.local_postgres import free_port
     from db.models import Role
-    from tests.test_web import PASSWORD, _free_port, open_as
+    from tests.test_web import PASSWORD, open_as
 
     assert calibra("import", "documents", str(nested(env / "outputs.jsonl")))[0] == 0
     assert calibra("tasks", "create", "--per-task", "3", "--replication", "1")[0] == 0
     with ctx.transaction() as db:
         add_user(db, "ann1", Role.ANNOTATOR, PASSWORD)
         add_user(db, "boss", Role.ADMIN, PASSWORD)
-    port = _free_port()
+    port = free_port()
     server = launch(ctx, "127.0.0.1", port, block=False)
     try:
         page, bodies = open_as(browser, f"http://127.0.0.1:{port}/", "ann1")

@@ -15,38 +15,20 @@ from sqlalchemy import func, select
 
 from annotate.queue import queue_size
 from annotate.users import add_user
+from bench.annotate_load import PASSWORD, rater_names, seed  # the load benchmark's tasks and accounts
+from db.local_postgres import free_port
 from db.models import (
     Assignment,
     AssignmentStatus,
-    Candidate,
-    CandidateOrigin,
     ComparisonTask,
-    Document,
     Judgement,
     Rater,
     Role,
-    TaskCandidate,
-    digest,
     utcnow,
 )
-from tests.test_web import _free_port
 
-PASSWORD = "fault-pass-1"
 ANNOTATORS = 20
 LEASE_MINUTES = 0.05  # three seconds, so the leases the killed app held come back within the test
-
-
-def _seed(ctx, tasks: int) -> None:  # type: ignore[no-untyped-def]
-    with ctx.transaction() as db:
-        for i in range(tasks):
-            text = f"Fault post {i}: the kettle, the landlord and the lost deposit."
-            doc = Document(source="fault", title=f"Post {i}", text=text, content_hash=digest(text))
-            cands = [Candidate(document=doc, text=f"summary {j} of post {i}", text_hash=digest(f"f{j}-{i}"),
-                               origin=CandidateOrigin.IMPORTED) for j in range(3)]
-            db.add(ComparisonTask(document=doc, replication_target=3,
-                                  slots=[TaskCandidate(candidate=c, slot=j) for j, c in enumerate(cands)]))
-        for r in range(ANNOTATORS):
-            add_user(db, f"crowd{r}", Role.ANNOTATOR, PASSWORD)
 
 
 def _serve(port: int) -> subprocess.Popen[str]:
@@ -87,15 +69,15 @@ def _annotate(url: str, name: str, acknowledged: list[int], cookies: dict[str, s
 
 @pytest.mark.slow
 def test_an_app_killed_while_twenty_annotators_submit_loses_no_acknowledged_judgement(env: Path, ctx) -> None:  # type: ignore[no-untyped-def]
-    _seed(ctx, tasks=60)
-    port = _free_port()
+    seed(ctx, n_tasks=60, n_raters=ANNOTATORS)
+    port = free_port()
     url = f"http://127.0.0.1:{port}/"
     app = _serve(port)
     acknowledged: list[int] = []
     cookies: dict[str, str] = {}
     ready = threading.Barrier(ANNOTATORS + 1)
-    crowd = [threading.Thread(target=_annotate, args=(url, f"crowd{r}", acknowledged, {} if r else cookies, ready))
-             for r in range(ANNOTATORS)]
+    crowd = [threading.Thread(target=_annotate, args=(url, name, acknowledged, {} if r else cookies, ready))
+             for r, name in enumerate(rater_names(ANNOTATORS))]
     for t in crowd:
         t.start()
     ready.wait(timeout=120)
@@ -103,6 +85,7 @@ def test_an_app_killed_while_twenty_annotators_submit_loses_no_acknowledged_judg
     while len(acknowledged) < 40 and time.monotonic() < deadline:
         time.sleep(0.05)
     app.send_signal(signal.SIGKILL)
+    killed_at = utcnow()
     app.wait()
     for t in crowd:
         t.join(timeout=60)
@@ -121,7 +104,7 @@ def test_an_app_killed_while_twenty_annotators_submit_loses_no_acknowledged_judg
         assert submitted == len(stored)
         leased_at_kill = db.scalar(select(func.count()).select_from(Assignment)
                                    .where(Assignment.status == AssignmentStatus.LEASED,
-                                          Assignment.lease_expires_at > utcnow()))
+                                          Assignment.lease_expires_at > killed_at))
         add_user(db, "latecomer", Role.ANNOTATOR, PASSWORD)
     assert leased_at_kill > 0  # the app died holding leases: they must come back
     time.sleep(LEASE_MINUTES * 60 + 0.5)
@@ -149,14 +132,14 @@ def test_a_database_busy_beyond_its_timeout_asks_to_try_again_and_stores_nothing
     from app.context import open_context
     from app.web import launch
 
-    _seed(ctx, tasks=2)
+    seed(ctx, n_tasks=2, n_raters=1)
     impatient = open_context(replace(ctx.settings, busy_timeout_s=0.5))
-    port = _free_port()
+    port = free_port()
     server = launch(impatient, "127.0.0.1", port, block=False)
     blocker = sqlite3.connect(ctx.engine.url.database, isolation_level=None)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}/", timeout=30) as client:
-            client.post("/login", data={"username": "crowd0", "password": PASSWORD}).raise_for_status()
+            client.post("/login", data={"username": rater_names(1)[0], "password": PASSWORD}).raise_for_status()
             task = client.post("/gradio_api/run/next_task", json={"data": []}).json()["data"][0]["task"]
             letters = [s["letter"] for s in task["summaries"]]
             judgement = [task["assignment_id"], "A", {c: 3 for c in letters}, {c: False for c in letters}, None,

@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy import func, select, text
 
 from annotate.users import add_user
+from db.local_postgres import free_port
 from db.models import Assignment, AssignmentStatus, Judgement, Role
-from tests.test_web import PASSWORD, SECRET_MODELS, _free_port, app_url  # noqa: F401 - app_url is a fixture
+from tests.test_web import PASSWORD, SECRET_MODELS, app_url  # noqa: F401 - app_url is a fixture
 
 LEAKS = ("INSERT", "SELECT", "candidate", "sqlalchemy", "Traceback", "parameters", *SECRET_MODELS)
 
@@ -174,7 +175,7 @@ def test_sessions_expire(ctx, monkeypatch: pytest.MonkeyPatch) -> None:  # type:
     with ctx.transaction() as db:
         add_user(db, "brief", Role.ANNOTATOR, PASSWORD)
     ctx.settings = replace(ctx.settings, session_hours=1.5 / 3600)
-    port = _free_port()
+    port = free_port()
     server = launch(ctx, "127.0.0.1", port, block=False)
     try:
         with logged_in(f"http://127.0.0.1:{port}/", "brief") as client:
@@ -192,7 +193,7 @@ def test_serve_beyond_loopback_refuses_while_demo_logins_keep_their_password(env
 
     with ctx.transaction() as db:
         add_user(db, "annotator1", Role.ANNOTATOR, DEMO_PASSWORD)
-    serve = [sys.executable, "-m", "app.cli", "serve", "--no-worker", "--host", "0.0.0.0", "--port", str(_free_port())]
+    serve = [sys.executable, "-m", "app.cli", "serve", "--no-worker", "--host", "0.0.0.0", "--port", str(free_port())]
     refused = subprocess.run(serve, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "annotator1" in refused.stderr and "--allow-demo-accounts" in refused.stderr
     for args, env_extra in ((serve + ["--allow-demo-accounts"], {}), (serve, {"PW": "a-private-password"})):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -26,18 +25,13 @@ from db import (
     Role,
     TaskCandidate,
 )
+from db.local_postgres import free_port
 from db.models import LoopSetting, RegistryEvent, TrainingRound, digest
 from training.registry import active_policy
 
 SECRET_MODELS = ["secret-policy-v7", "hidden-baseline-v2", "mystery-sft-v1"]
 XSS = 'Look: <script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> **not bold**'
 PASSWORD = "browser-pass-1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -55,7 +49,7 @@ def app_url(ctx) -> Iterator[str]:  # type: ignore[no-untyped-def]
         for name in ("ann1", "ann2"):
             add_user(db, name, Role.ANNOTATOR, PASSWORD)
         add_user(db, "boss", Role.ADMIN, PASSWORD)
-    port = _free_port()
+    port = free_port()
     demo = launch(ctx, "127.0.0.1", port, block=False)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
