@@ -54,6 +54,7 @@ from db.models import (
     digest,
     utcnow,
 )
+from db.statistics import refresh_statistics
 
 LAYOUTS = ("auto", "documents", "pairs", "comparisons", "ratings", "candidates")
 AXES = ("overall", "accuracy", "coverage", "coherence")  # 1-7 scales; overall is the quality
@@ -187,6 +188,7 @@ def import_files(tx: Transactions, files: Sequence[Path], *, fmt: str = "auto", 
             report = _write(db, batch)
             for key, value in report.as_dict().items():
                 totals[key] = value if isinstance(value, str) else totals.get(key, 0) + value
+        refresh_statistics(db)
     return totals
 
 

@@ -64,6 +64,7 @@ from db import (
 )
 from db.local_postgres import free_port, throwaway_server
 from db.models import digest, utcnow
+from db.statistics import refresh_statistics
 from training.rounds.config import RoundOptions
 from training.rounds.store import find_round, request_round
 
@@ -97,6 +98,7 @@ def seed(ctx: Context, n_tasks: int, n_raters: int) -> None:
                                   slots=[TaskCandidate(candidate=c, slot=j) for j, c in enumerate(cands)]))
         for name in rater_names(n_raters):
             add_user(db, name, Role.ANNOTATOR, PASSWORD)
+        refresh_statistics(db)  # as an import or `calibra tasks` does after its bulk write
 
 
 def open_home(home: Path, database_url: str | None = None) -> Context:
