@@ -18,6 +18,7 @@ from db.models import (
     TaskCandidate,
     digest,
 )
+from db.statistics import refresh_statistics
 
 MIN_CANDIDATES, MAX_CANDIDATES = 2, 4
 
@@ -102,6 +103,7 @@ def create_tasks(db: Session, spec: TaskSpec, *, source: str | None = None, limi
         used.update(c.id for c in picked if c.origin != CandidateOrigin.REFERENCE)
         created.append(task)
     db.flush()
+    refresh_statistics(db)
     return created
 
 
@@ -129,6 +131,7 @@ def create_pair_tasks(db: Session, spec: TaskSpec, pairs: dict[int, tuple[int, i
         db.add(task)
         created.append(task)
     db.flush()
+    refresh_statistics(db)
     return created
 
 
