@@ -293,8 +293,10 @@ class Assignment(Base):
     task: Mapped[ComparisonTask] = relationship()
     rater: Mapped[Rater] = relationship()
 
-    # Never the same rater twice on one task.
-    __table_args__ = (UniqueConstraint("task_id", "rater_id"),)
+    # Never the same rater twice on one task. The index finds a rater's live lease and finished
+    # tasks on every next_task without reading every assignment.
+    __table_args__ = (UniqueConstraint("task_id", "rater_id"),
+                      Index("ix_assignment_rater_status", "rater_id", "status"))
 
 
 class Judgement(Base):
@@ -318,7 +320,9 @@ class Judgement(Base):
     ratings: Mapped[list[CandidateRating]] = relationship(
         back_populates="judgement", cascade="all, delete-orphan")
 
-    __table_args__ = (UniqueConstraint("task_id", "rater_id"),)
+    # The index counts a rater's judgements today (their progress) without reading every judgement.
+    __table_args__ = (UniqueConstraint("task_id", "rater_id"),
+                      Index("ix_judgement_rater_created", "rater_id", "created_at"))
 
 
 class CandidateRating(Base):

@@ -114,4 +114,4 @@ def test_migrations_go_down_and_up_again(tmp_path) -> None:  # type: ignore[no-u
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     upgrade(engine)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0006"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0007"
