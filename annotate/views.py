@@ -8,8 +8,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from annotate.queue import QueuePolicy, next_assignment, queue_size
+from annotate.queue import QueuePolicy, current_assignment, next_assignment, queue_size
 from annotate.submissions import LETTERS
+from db.engine import Transactions
 from db.models import Assignment, Candidate, Document, Judgement, Rater, utcnow
 
 
@@ -60,11 +61,24 @@ def progress(db: Session, rater: Rater, now: datetime | None = None) -> Progress
     judged = db.scalar(select(func.count()).select_from(Judgement).where(
         Judgement.rater_id == rater.id, Judgement.created_at >= midnight,
         Judgement.created_at < midnight + timedelta(days=1))) or 0
-    return Progress(judged_today=judged, left_in_queue=queue_size(db, rater, now))
+    return Progress(judged_today=judged, left_in_queue=queue_size(db, rater))
 
 
-def next_task(db: Session, rater: Rater, policy: QueuePolicy) -> tuple[TaskView | None, Progress]:
+def next_task(tx: Transactions, read: Transactions, rater: Rater,
+              policy: QueuePolicy) -> tuple[TaskView | None, Progress]:
     """What `next_task` answers, for the page and every API alike: the rater's current task (or a
-    new lease on the next one), and their progress."""
-    assignment = next_assignment(db, rater, policy)
-    return (task_view(db, assignment) if assignment is not None else None), progress(db, rater)
+    new lease on the next one), and their progress.
+
+    Only a new lease is written, in a transaction of its own. Whether a lease is already held,
+    the task's text and the progress counts are read in snapshots (`read`), which on SQLite run
+    beside other raters' writes instead of inside its one write lock."""
+    with read() as db:
+        held = current_assignment(db, rater, utcnow())
+        held_id = held.id if held is not None else None
+    if held_id is None:
+        with tx() as db:
+            leased = next_assignment(db, rater, policy)
+            held_id = leased.id if leased is not None else None
+    with read() as db:
+        assignment = db.get(Assignment, held_id) if held_id is not None else None
+        return (task_view(db, assignment) if assignment is not None else None), progress(db, rater)

@@ -3,7 +3,8 @@
 `POST /api/next_task`, `/api/submit` and `/api/skip` do what the page's buttons and Gradio's
 `/gradio_api/run/...` endpoints do, with the same login (the `calibra-session` cookie), the same
 checks (`annotate.submission_input`) and the same domain calls, without Gradio's event machinery
-around them: one transaction per request, which also finds the session's account. Failures are
+around them. The session's account is looked up in a read-only snapshot, and only the writes
+(a lease, a judgement, a skip) take a write transaction. Failures are
 told as `app.errors.told` decides: `{"detail": "field: message"}` with 422, 401, 404, 503
 (busy: try again) or 500.
 """
@@ -60,8 +61,10 @@ def build_api(ctx: Context, policy: QueuePolicy) -> APIRouter:
         """The rater's current task (or a new lease on the next one) and their progress:
         {"task": {assignment_id, title, source, text, summaries: [{letter, text}],
         lease_expires_at} or null, "progress": {judged_today, left_in_queue}}."""
-        with _refused_as_http("next_task", request), ctx.transaction() as db:
-            view, progress = next_task_view(db, _rater(db, request), policy)
+        with _refused_as_http("next_task", request):
+            with ctx.reading() as db:
+                rater = _rater(db, request)
+            view, progress = next_task_view(ctx.transaction, ctx.reading, rater, policy)
             return {"task": view.as_dict() if view else None, "progress": progress.as_dict()}
 
     @router.post("/submit")
@@ -75,8 +78,10 @@ def build_api(ctx: Context, policy: QueuePolicy) -> APIRouter:
                                      all_unacceptable=fields.get("all_unacceptable", False),
                                      comment=fields.get("comment"))
             assignment_id = checked.assignment_id(fields.get("assignment_id"))
+            with ctx.reading() as db:
+                rater = _rater(db, request)
             with ctx.transaction() as db:
-                submit(db, assignment_id, _rater(db, request), sub)
+                submit(db, assignment_id, rater, sub)
         return {"stored": True}
 
     @router.post("/skip")
@@ -86,8 +91,10 @@ def build_api(ctx: Context, policy: QueuePolicy) -> APIRouter:
             fields = _fields(body)
             assignment_id, reason = checked.assignment_id(fields.get("assignment_id")), \
                 checked.skip_reason(fields.get("reason"))
+            with ctx.reading() as db:
+                rater = _rater(db, request)
             with ctx.transaction() as db:
-                skip(db, assignment_id, _rater(db, request), reason)
+                skip(db, assignment_id, rater, reason)
         return {"skipped": True}
 
     return router

@@ -65,7 +65,8 @@ CSS = """
 
 @dataclass
 class Handlers:
-    """The domain calls behind the page and the API; one transaction per request."""
+    """The domain calls behind the page and the API: the account is looked up in a read-only
+    snapshot, and each write (a lease, a judgement, a skip) is one transaction."""
 
     ctx: Context
     policy: QueuePolicy
@@ -79,23 +80,27 @@ class Handlers:
             raise NotLoggedIn("Your session has ended; please log in again.")
         return rater
 
+    def _who(self, request: gr.Request | None) -> Rater:
+        with self.ctx.reading() as db:  # no write lock for the lookup
+            return self._rater(db, request)
+
     def next_task(self, request: gr.Request | None) -> tuple[TaskView | None, dict[str, int]]:
-        with self.ctx.transaction() as db:
-            view, progress = next_task(db, self._rater(db, request), self.policy)
-            return view, progress.as_dict()
+        view, progress = next_task(self.ctx.transaction, self.ctx.reading, self._who(request), self.policy)
+        return view, progress.as_dict()
 
     def submit(self, assignment_id: int, sub: Submission, request: gr.Request | None) -> int:
+        rater = self._who(request)
         with self.ctx.transaction() as db:
-            return submit(db, assignment_id, self._rater(db, request), sub).id
+            return submit(db, assignment_id, rater, sub).id
 
     def skip(self, assignment_id: int, reason: str, request: gr.Request | None) -> None:
+        rater = self._who(request)
         with self.ctx.transaction() as db:
-            skip(db, assignment_id, self._rater(db, request), reason)
+            skip(db, assignment_id, rater, reason)
 
     def is_admin(self, request: gr.Request | None) -> bool:
-        try:  # a read on every admin event: no write lock taken
-            with self.ctx.reading() as db:
-                return self._rater(db, request).role == Role.ADMIN
+        try:  # on every admin event
+            return self._who(request).role == Role.ADMIN
         except NotLoggedIn:
             return False
 
