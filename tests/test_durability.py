@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -233,3 +234,50 @@ def test_a_file_that_is_not_a_backup_is_refused_and_nothing_changes(judged: Cont
         result = runner.invoke(cli, ["db", "restore", str(path), "--yes"])
         assert result.exit_code == 2 and result.output.startswith(f"error: {problem}"), result.output
         assert every_row(judged) == before
+
+
+HOLD_WRITE_LOCK = """
+import sys, time
+from db import make_engine
+engine = make_engine(sys.argv[1])
+with engine.begin() as conn:
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+@pytest.mark.sqlite
+def test_writers_in_other_processes_take_turns_and_give_up_at_the_busy_timeout(tmp_path: Path) -> None:
+    """Another process's write transaction holds ours up until it commits, no longer; beyond the
+    busy timeout ours fails as busy (try again), with nothing written."""
+    from db.errors import is_busy
+
+    url = f"sqlite:///{tmp_path / 'calibra.db'}"
+    make_engine(url).dispose()
+
+    def hold(seconds: float) -> subprocess.Popen[str]:
+        child = subprocess.Popen([sys.executable, "-c", HOLD_WRITE_LOCK, url, str(seconds)], cwd=ROOT,
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None and child.stdout.readline().strip() == "holding"
+        return child
+
+    def write(engine: Any) -> float:
+        started = time.monotonic()
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS t (x)")
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        return time.monotonic() - started
+
+    impatient = make_engine(url, busy_timeout_s=0.3)
+    child = hold(2.0)
+    with pytest.raises(DBAPIError) as refused:
+        write(impatient)
+    assert is_busy(refused.value)
+    child.wait(timeout=30)
+    patient = make_engine(url)
+    child = hold(0.5)
+    waited = write(patient)
+    child.wait(timeout=30)
+    assert 0.2 < waited < 1.5  # held up by the other writer, and free as soon as it committed
+    with patient.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 1
