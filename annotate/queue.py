@@ -11,11 +11,24 @@ asking at once never push a task past its target.
 """
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, ScalarSelect, Select, SQLColumnExpression, and_, exists, func, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    ScalarSelect,
+    Select,
+    SQLColumnExpression,
+    and_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.orm import Session
 
 from db.models import (
@@ -24,6 +37,7 @@ from db.models import (
     ComparisonTask,
     Document,
     Rater,
+    TaskCandidate,
     utcnow,
 )
 
@@ -45,11 +59,12 @@ class QueuePolicy:
 FINISHED = (AssignmentStatus.SUBMITTED, AssignmentStatus.SKIPPED)  # a rater's tasks that never come back to them
 
 
-def _live_lease(now: datetime) -> ColumnElement[bool]:
+def _live_lease(now: datetime | SQLColumnExpression[datetime]) -> ColumnElement[bool]:
     return and_(Assignment.status == AssignmentStatus.LEASED, Assignment.lease_expires_at > now)
 
 
-def _held(task_id: int | SQLColumnExpression[int], now: datetime, rater_id: int | None = None) -> ScalarSelect[int]:
+def _held(task_id: int | SQLColumnExpression[int], now: datetime | SQLColumnExpression[datetime],
+          rater_id: int | SQLColumnExpression[int] | None = None) -> ScalarSelect[int]:
     """Submitted judgements plus live leases of others: what counts against the target."""
     others = Assignment.rater_id != rater_id if rater_id is not None else true()
     return (select(func.count()).select_from(Assignment)
@@ -58,8 +73,9 @@ def _held(task_id: int | SQLColumnExpression[int], now: datetime, rater_id: int 
             .scalar_subquery())
 
 
-def open_tasks_query(rater_id: int, now: datetime, *, gold: bool | None = None,
-                     round_: int | None = None, batch: str | None = None) -> Select[int]:
+def open_tasks_query(rater_id: int | SQLColumnExpression[int], now: datetime | SQLColumnExpression[datetime], *,
+                     gold: bool | None = None, round_: int | SQLColumnExpression[int] | None = None,
+                     batch: str | SQLColumnExpression[str] | None = None) -> Select[int]:
     done_by_rater = exists().where(
         Assignment.task_id == ComparisonTask.id, Assignment.rater_id == rater_id,
         Assignment.status.in_(FINISHED))
@@ -79,9 +95,32 @@ def open_tasks_query(rater_id: int, now: datetime, *, gold: bool | None = None,
     return query
 
 
+# The statements of every next_task are built once, with their values bound per request: building
+# the queue query's expression anew cost more than running it.
+@functools.cache
+def _window(gold: bool, by_round: bool, by_batch: bool) -> Select[int]:
+    """The best open tasks after those already tried, in queue order, for one shape of policy."""
+    query = open_tasks_query(bindparam("rater_id"), bindparam("now"), gold=gold,
+                             round_=bindparam("round") if by_round else None,
+                             batch=bindparam("batch") if by_batch else None)
+    return (query.where(ComparisonTask.id.not_in(bindparam("tried", expanding=True)))
+            .order_by(ComparisonTask.priority.desc(), ComparisonTask.judgement_count, ComparisonTask.id)
+            .limit(CANDIDATE_WINDOW))
+
+
+_CURRENT = (select(Assignment).where(Assignment.rater_id == bindparam("rater_id"), _live_lease(bindparam("now")))
+            .order_by(Assignment.leased_at).limit(1))
+_LOCK_TASK = (select(ComparisonTask.replication_target).where(ComparisonTask.id == bindparam("task_id"))
+              .with_for_update())
+_HELD = select(_held(bindparam("task_id"), bindparam("now"), bindparam("rater_id")))
+_SLOTS = (select(TaskCandidate.candidate_id).where(TaskCandidate.task_id == bindparam("task_id"))
+          .order_by(TaskCandidate.slot))
+_MINE = select(Assignment).where(Assignment.task_id == bindparam("task_id"),
+                                 Assignment.rater_id == bindparam("rater_id"))
+
+
 def current_assignment(db: Session, rater: Rater, now: datetime) -> Assignment | None:
-    return db.scalar(select(Assignment).where(Assignment.rater_id == rater.id, _live_lease(now))
-                     .order_by(Assignment.leased_at))
+    return db.scalar(_CURRENT, {"rater_id": rater.id, "now": now})
 
 
 def next_assignment(db: Session, rater: Rater, policy: QueuePolicy = QueuePolicy(), *,
@@ -92,16 +131,19 @@ def next_assignment(db: Session, rater: Rater, policy: QueuePolicy = QueuePolicy
     held = current_assignment(db, rater, now)
     if held is not None:
         return held
-    order = (ComparisonTask.priority.desc(), ComparisonTask.judgement_count, ComparisonTask.id)
+    values: dict[str, object] = {"rater_id": rater.id, "now": now}
+    if policy.round is not None:
+        values["round"] = policy.round
+    if policy.batch is not None:
+        values["batch"] = policy.batch
     prefer_gold = rng.random() < policy.gold_rate
     for gold in ((True, False) if prefer_gold else (False, True)):
+        window = _window(gold, policy.round is not None, policy.batch is not None)
         tried: list[int] = []
         # The window is read again once it is used up: under a burst, others may fill every task
         # of the first window while this request waits for their row locks, with open tasks
         # beyond it (seen on PostgreSQL: 4 of 100 raters asking at once were told "no task").
-        while ids := db.scalars(open_tasks_query(rater.id, now, gold=gold, round_=policy.round, batch=policy.batch)
-                                .where(ComparisonTask.id.not_in(tried))
-                                .order_by(*order).limit(CANDIDATE_WINDOW)).all():
+        while ids := db.scalars(window, {**values, "tried": tried}).all():
             for task_id in ids:
                 assignment = _try_lease(db, task_id, rater, now, policy.lease, rng)
                 if assignment is not None:
@@ -112,35 +154,48 @@ def next_assignment(db: Session, rater: Rater, policy: QueuePolicy = QueuePolicy
 
 def _try_lease(db: Session, task_id: int, rater: Rater, now: datetime, lease: timedelta,
                rng: random.Random) -> Assignment | None:
-    # populate_existing: the counts as committed by whoever held the row lock before.
-    task = db.scalar(select(ComparisonTask).where(ComparisonTask.id == task_id).with_for_update()
-                     .execution_options(populate_existing=True))
-    if task is None or (db.scalar(select(_held(task.id, now, rater.id))) or 0) >= task.replication_target:
+    # The task row is locked before its leases are counted (on SQLite the transaction holds the
+    # database's write lock already): the count includes whatever the lock's last holder committed.
+    target = db.scalar(_LOCK_TASK, {"task_id": task_id})
+    at = {"task_id": task_id, "rater_id": rater.id}
+    if target is None or (db.scalar(_HELD, {**at, "now": now}) or 0) >= target:
         return None
-    order = list(task.candidate_ids)
-    rng.shuffle(order)  # per rater: position tells nothing about the source
-    mine = db.scalar(select(Assignment).where(Assignment.task_id == task.id, Assignment.rater_id == rater.id))
+    mine = db.scalar(_MINE, at)
     if mine is None:
-        mine = Assignment(task_id=task.id, rater_id=rater.id, display_order=order)
+        order = list(db.scalars(_SLOTS, at))
+        rng.shuffle(order)  # per rater: position tells nothing about the source
+        mine = Assignment(task_id=task_id, rater_id=rater.id, display_order=order)
         db.add(mine)
+    elif mine.status in FINISHED:
+        return None  # judged or skipped by this rater already: never twice
     # An expired lease of this rater's own is renewed in place (one row per rater and task).
     mine.status, mine.leased_at, mine.lease_expires_at = AssignmentStatus.LEASED, now, now + lease
     db.flush()
     return mine
 
 
-def queue_size(db: Session, rater: Rater) -> int:
-    """Tasks still open to this rater: below their target and not yet judged or skipped by them.
+def _left_in_queue() -> ColumnElement[int]:
+    """Tasks still open to the rater `rater_id`: below their target and not yet judged or skipped
+    by them.
 
     Shown with every next_task, so it is two index-backed counts (all open tasks, minus the
     rater's finished ones among them) instead of the queue's full test per task (its locks and
     leases), which cost more than the rest of next_task on a queue of 3,000 tasks. Tasks whose
     last places others hold leases on count as open: the leases may lapse."""
     open_task = and_(Document.has_text.is_(True), ComparisonTask.judgement_count < ComparisonTask.replication_target)
-    all_open = db.scalar(select(func.count()).select_from(ComparisonTask)
-                         .join(Document, Document.id == ComparisonTask.document_id).where(open_task)) or 0
-    finished = db.scalar(select(func.count()).select_from(Assignment)
-                         .join(ComparisonTask, ComparisonTask.id == Assignment.task_id)
-                         .join(Document, Document.id == ComparisonTask.document_id)
-                         .where(Assignment.rater_id == rater.id, Assignment.status.in_(FINISHED), open_task)) or 0
-    return all_open - finished
+    all_open = (select(func.count()).select_from(ComparisonTask)
+                .join(Document, Document.id == ComparisonTask.document_id).where(open_task))
+    finished = (select(func.count()).select_from(Assignment)
+                .join(ComparisonTask, ComparisonTask.id == Assignment.task_id)
+                .join(Document, Document.id == ComparisonTask.document_id)
+                .where(Assignment.rater_id == bindparam("rater_id"), Assignment.status.in_(FINISHED), open_task))
+    return all_open.scalar_subquery() - finished.scalar_subquery()
+
+
+LEFT_IN_QUEUE = _left_in_queue()
+"""An expression for `queue_size`, to select beside other per-rater counts (bind `rater_id`)."""
+
+
+def queue_size(db: Session, rater: Rater) -> int:
+    """Tasks still open to this rater (`LEFT_IN_QUEUE`)."""
+    return db.scalar(select(LEFT_IN_QUEUE), {"rater_id": rater.id}) or 0

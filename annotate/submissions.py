@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from annotate.errors import InvalidInput, NotFound
@@ -40,21 +40,29 @@ class Submission:
     comment: str | None = None
 
 
-def _own_assignment(db: Session, assignment_id: int, rater: Rater) -> tuple[Assignment, ComparisonTask]:
-    """The rater's assignment and its task, both locked, the task first: the queue locks the task
-    row before it counts leases, so a submit and a new lease on the same task take turns (in the
-    same order, so they cannot deadlock), and two submits of one assignment (a double click) too."""
-    task_id = db.scalar(select(Assignment.task_id).where(Assignment.id == assignment_id,
-                                                         Assignment.rater_id == rater.id))
+_OWNER = select(Assignment.task_id).where(Assignment.id == bindparam("assignment_id"),
+                                          Assignment.rater_id == bindparam("rater_id"))
+_LOCK_TASK = (select(ComparisonTask.judgement_count, ComparisonTask.replication_target)
+              .where(ComparisonTask.id == bindparam("task_id")).with_for_update())
+# populate_existing: the row as committed by whoever held the lock before, not as cached.
+_LOCK_ASSIGNMENT = (select(Assignment).where(Assignment.id == bindparam("assignment_id")).with_for_update()
+                    .execution_options(populate_existing=True))
+_STORED = select(Judgement.id).where(Judgement.assignment_id == bindparam("assignment_id"))
+# The counter moves in SQL, not in Python, so concurrent submits cannot lose an increment.
+_ONE_MORE = (update(ComparisonTask).where(ComparisonTask.id == bindparam("task_id"))
+             .values(judgement_count=ComparisonTask.judgement_count + 1))
+
+
+def _own_assignment(db: Session, assignment_id: int, rater: Rater) -> tuple[Assignment, Row[int, int]]:
+    """The rater's assignment and its task's judgement count and target, both rows locked, the
+    task first: the queue locks the task row before it counts leases, so a submit and a new lease
+    on the same task take turns (in the same order, so they cannot deadlock), and two submits of
+    one assignment (a double click) too."""
+    task_id = db.scalar(_OWNER, {"assignment_id": assignment_id, "rater_id": rater.id})
     if task_id is None:
         raise NotFound(f"no assignment {assignment_id} for {rater.name}")
-    # populate_existing: the rows as committed by whoever held the lock before, not as cached.
-    locked = {"populate_existing": True}
-    task = db.scalars(select(ComparisonTask).where(ComparisonTask.id == task_id).with_for_update()
-                      .execution_options(**locked)).one()
-    assignment = db.scalars(select(Assignment).where(Assignment.id == assignment_id).with_for_update()
-                            .execution_options(**locked)).one()
-    return assignment, task
+    counts = db.execute(_LOCK_TASK, {"task_id": task_id}).one()
+    return db.scalars(_LOCK_ASSIGNMENT, {"assignment_id": assignment_id}).one(), counts
 
 
 def validate(assignment: Assignment, sub: Submission, now: datetime) -> None:
@@ -86,34 +94,34 @@ def validate(assignment: Assignment, sub: Submission, now: datetime) -> None:
 
 
 def submit(db: Session, assignment_id: int, rater: Rater, sub: Submission, *,
-           now: datetime | None = None) -> Judgement:
-    """Store the judgement. Submitting the same assignment again returns the stored judgement."""
-    assignment, task = _own_assignment(db, assignment_id, rater)
+           now: datetime | None = None) -> int:
+    """Store the judgement; its id. Submitting the same assignment again returns the stored one's."""
+    assignment, (judgement_count, target) = _own_assignment(db, assignment_id, rater)
     now = now or utcnow()  # read after the locks: a lease that expired while waiting has expired
     if assignment.status == AssignmentStatus.SUBMITTED:
-        stored = db.scalar(select(Judgement).where(Judgement.assignment_id == assignment.id))
+        stored = db.scalar(_STORED, {"assignment_id": assignment.id})
         if stored is not None:
             return stored  # a double click or a retried request
     validate(assignment, sub, now)
-    if task.judgement_count >= task.replication_target:
+    if judgement_count >= target:
         # A late submit on a lease that expired as another rater took the task: the target holds.
         raise InvalidInput("this task already has all its judgements; open the next task", field="assignment")
     assert sub.best is not None  # validate() refuses a submission without one
     shown = dict(zip(LETTERS, assignment.display_order, strict=False))
-    judgement = Judgement(
-        assignment_id=assignment.id, task_id=assignment.task_id, rater_id=rater.id,
-        best_candidate_id=shown[sub.best], strength=Strength(sub.strength) if sub.strength else None,
-        all_unacceptable=sub.all_unacceptable, comment=(sub.comment or "").strip() or None,
-        time_taken_s=(now - assignment.leased_at).total_seconds(),
-        ratings=[CandidateRating(candidate_id=shown[letter], quality=r.quality, factual=r.factual)
-                 for letter, r in sub.ratings.items()])
-    db.add(judgement)
+    # Plain inserts rather than the ORM's unit of work: this runs once per judgement, in the write lock.
+    conn = db.connection()
+    judgement_id: int = conn.execute(insert(Judgement).returning(Judgement.id), {
+        "assignment_id": assignment.id, "task_id": assignment.task_id, "rater_id": rater.id,
+        "best_candidate_id": shown[sub.best], "strength": Strength(sub.strength) if sub.strength else None,
+        "all_unacceptable": sub.all_unacceptable, "comment": (sub.comment or "").strip() or None,
+        "time_taken_s": (now - assignment.leased_at).total_seconds(), "created_at": now}).scalar_one()
+    conn.execute(insert(CandidateRating), [
+        {"judgement_id": judgement_id, "candidate_id": shown[letter], "quality": r.quality, "factual": r.factual}
+        for letter, r in sub.ratings.items()])
+    conn.execute(_ONE_MORE, {"task_id": assignment.task_id})
     assignment.status, assignment.completed_at = AssignmentStatus.SUBMITTED, now
-    # The counter moves in SQL, not in Python, so concurrent submits cannot lose an increment.
-    db.execute(update(ComparisonTask).where(ComparisonTask.id == assignment.task_id)
-               .values(judgement_count=ComparisonTask.judgement_count + 1))
     db.flush()
-    return judgement
+    return judgement_id
 
 
 def skip(db: Session, assignment_id: int, rater: Rater, reason: str, *, now: datetime | None = None) -> Assignment:

@@ -91,7 +91,7 @@ class Handlers:
     def submit(self, assignment_id: int, sub: Submission, request: gr.Request | None) -> int:
         rater = self._who(request)
         with self.ctx.transaction() as db:
-            return submit(db, assignment_id, rater, sub).id
+            return submit(db, assignment_id, rater, sub)
 
     def skip(self, assignment_id: int, reason: str, request: gr.Request | None) -> None:
         rater = self._who(request)

@@ -80,7 +80,7 @@ def lease(sessions, rater_id: int, **kw):  # type: ignore[no-untyped-def]
 
 def do_submit(sessions, rater_id: int, assignment_id: int, sub: Submission, **kw):  # type: ignore[no-untyped-def]
     with transaction(sessions) as db:
-        return submit(db, assignment_id, db.get(Rater, rater_id), sub, **kw).id
+        return submit(db, assignment_id, db.get(Rater, rater_id), sub, **kw)
 
 
 def test_breadth_first_and_priority(sessions) -> None:  # type: ignore[no-untyped-def]

@@ -120,7 +120,8 @@ def test_a_submit_is_refused_by_field_and_changes_nothing_or_stores_what_was_sen
                                      factual_by_letter=request["factual"], strength=request["strength"],
                                      all_unacceptable=request["all_unacceptable"], comment=request["comment"])
             with db.begin_nested():
-                judgement = submit(db, checked.assignment_id(assignment_id), db.get(Rater, ids["me"]), sub)
+                judgement = db.get_one(Judgement, submit(db, checked.assignment_id(assignment_id),
+                                                         db.get(Rater, ids["me"]), sub))
         except InvalidInput as refused:
             event(f"refused: {refused.field}")
             assert refused.field in FIELDS, refused
