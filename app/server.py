@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -22,7 +22,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.middleware.base import RequestResponseEndpoint
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from annotate.sessions import SESSION_COOKIE, LoginPolicy, LoginRefused, end_session, log_in, session_user
 from app.context import Context
@@ -69,6 +69,24 @@ class Server:
             self.thread.join(timeout=10)
 
 
+class _StrangersToLogin:
+    """Gradio answers an unauthenticated page load with a bare 401; a person wants the form.
+
+    A plain ASGI middleware: Starlette's `BaseHTTPMiddleware` would wrap every request, the
+    JSON API's included, in streams and a task group of its own."""
+
+    def __init__(self, app: ASGIApp, who: Callable[[Request], Awaitable[str | None]]) -> None:
+        self.app, self.who = app, who
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            request = Request(scope)
+            if request.url.path == "/" and await self.who(request) is None:
+                await RedirectResponse("login", status_code=303)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def build_server(ctx: Context, blocks: gr.Blocks, *, head: str, css: str, login_message: str,
                  routers: Sequence[APIRouter] = ()) -> FastAPI:
     policy = LoginPolicy(session_hours=ctx.settings.session_hours)
@@ -85,12 +103,7 @@ def build_server(ctx: Context, blocks: gr.Blocks, *, head: str, css: str, login_
     async def _session_user(request: Request) -> str | None:
         return await run_in_threadpool(lookup, request.cookies.get(SESSION_COOKIE))
 
-    @app.middleware("http")
-    async def send_strangers_to_login(request: Request, call_next: RequestResponseEndpoint) -> Response:
-        # Gradio answers an unauthenticated page load with a bare 401; a person wants the form.
-        if request.method == "GET" and request.url.path == "/" and await _session_user(request) is None:
-            return RedirectResponse("login", status_code=303)
-        return await call_next(request)
+    app.add_middleware(_StrangersToLogin, who=_session_user)
 
     @app.get("/login", response_class=HTMLResponse)
     def login_page() -> str:

@@ -14,13 +14,19 @@ judgements than its replication target (nor a judgement_count that disagrees wit
 lease outlives lease_minutes from now, and once the leases have expired every task below its
 target is open again.
 
+With `--api plain` the crowd calls the JSON routes (`POST /api/<name>`) instead of Gradio's
+endpoints. With `--browser` one more annotator works in Chromium on the annotation page beside the
+crowd (`bench/browser_probe.py`), reading for `--browser-think-seconds`, and its submit-to-next-task
+times are reported too.
+
 Reported: p50/p95/p99 per call (locust's own percentiles from its CSV, rounded as locust rounds them),
 requests, failures and their messages, judgements per second, the checks, the round's progress
 during the run, and the machine's load average during the run (other work may share it). The exit
 status is 1 when a request failed or a check did not pass.
 
     .venv/bin/python bench/crowd_load.py [--database sqlite|postgres] [--users 100] [--spawn-rate 10]
-        [--minutes 5 | --seconds S] [--think-seconds 30] [--no-round-running] [--tasks N] [--json]
+        [--minutes 5 | --seconds S] [--think-seconds 30] [--no-round-running] [--tasks N]
+        [--api gradio|plain] [--browser [--browser-think-seconds 3]] [--json]
 """
 from __future__ import annotations
 
@@ -38,7 +44,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,6 +63,11 @@ from annotate_load import (
     stop_server,
     wait_for_training,
 )
+from browser_probe import BrowserProbe
+from sqlalchemy import func, select
+
+from app.context import Context
+from db import Judgement, Rater
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 CALLS = ("login", "next_task", "submit")
@@ -103,12 +114,13 @@ class LoadSampler:
         self._thread.join()
 
 
-def run_locust(host: str, users: int, spawn_rate: float, seconds: int, think: float, folder: Path) -> dict[str, Any]:
+def run_locust(host: str, users: int, spawn_rate: float, seconds: int, think: float, api: str,
+               folder: Path) -> dict[str, Any]:
     """Locust headless against `host`, bounded in users, spawn rate and time; its CSV statistics
     under `folder`. Returns its exit status, whether it warned that its own CPU was saturated (its
     timings are then unreliable), and the acknowledged assignment ids."""
     env = {**os.environ, "CROWD_ACCOUNTS": ",".join(rater_names(users)), "CROWD_PASSWORD": PASSWORD,
-           "CROWD_THINK_S": str(think), "CROWD_ACK_DIR": str(folder / "acks")}
+           "CROWD_THINK_S": str(think), "CROWD_API": api, "CROWD_ACK_DIR": str(folder / "acks")}
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users),
            "-r", str(spawn_rate), "-t", f"{seconds}s", "--host", host, "--csv", str(folder / "locust"),
            "--only-summary"]
@@ -155,15 +167,24 @@ def machine() -> dict[str, Any]:
     return {"cpu": model, "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
+def browser_judgements(ctx: Context, name: str) -> int:
+    with ctx.reading() as db:
+        return db.scalar(select(func.count()).select_from(Judgement).join(Rater).where(Rater.name == name)) or 0
+
+
 def run(db_kind: str, users: int, spawn_rate: float, seconds: int, think: float, round_running: bool,
-        tasks: int | None, keep: bool) -> dict[str, Any]:
+        tasks: int | None, keep: bool, api: str = "gradio", browser_think: float | None = None) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix=f"calibra-crowd-{db_kind}-"))
     started = datetime.now(UTC)
     with database(db_kind) as url:
         ctx = open_home(home, url)
-        n_tasks = tasks or tasks_needed(users, seconds, think)
+        # The browser judges each task once, at most one per reading time.
+        n_tasks = tasks or (tasks_needed(users, seconds, think)
+                            + (math.ceil(seconds / browser_think) if browser_think else 0))
         t0 = time.perf_counter()
-        seed(ctx, n_tasks, users)
+        # The browser's account is the one after the crowd's.
+        seed(ctx, n_tasks, users + 1)
+        probe_name = rater_names(users + 1)[-1]
         seed_s = time.perf_counter() - t0
         number = start_training(ctx) if round_running else None
         port = free_port()
@@ -173,19 +194,26 @@ def run(db_kind: str, users: int, spawn_rate: float, seconds: int, think: float,
             if number is not None:
                 wait_for_training(ctx, number)
                 before = round_stages(ctx, number)
-            with LoadSampler() as load:
-                crowd = run_locust(f"http://127.0.0.1:{port}", users, spawn_rate, seconds, think, home)
+            url = f"http://127.0.0.1:{port}"
+            probe: AbstractContextManager[object] = (BrowserProbe(f"{url}/", probe_name, PASSWORD, browser_think)
+                                                     if browser_think else nullcontext())
+            with LoadSampler() as load, probe:
+                crowd = run_locust(url, users, spawn_rate, seconds, think, api, home)
             after = round_stages(ctx, number) if number is not None else None
         finally:
             stop_server(server)
         checks = check_database(ctx, crowd["acknowledged"], timedelta(minutes=ctx.settings.lease_minutes))
         round_after_stop = round_stages(ctx, number)["status"] if number is not None else None
+        browser = None
+        if isinstance(probe, BrowserProbe):
+            browser = {**probe.result(), "think_median_s": browser_think,
+                       "judgements_stored": browser_judgements(ctx, probe_name)}
         ctx.engine.dispose()
     calls, failures = read_stats(home)
     acked = len(set(crowd["acknowledged"]))
     result = {
         "meta": {"date": started.isoformat(timespec="seconds"), "database": db_kind, "users": users,
-                 "spawn_rate": spawn_rate, "seconds": seconds, "think_median_s": think, "tasks": n_tasks,
+                 "spawn_rate": spawn_rate, "seconds": seconds, "api": api, "think_median_s": think, "tasks": n_tasks,
                  "seed_s": round(seed_s, 1), "machine": machine(),
                  "load_average_1m": {"mean": round(sum(load.samples) / len(load.samples), 2) if load.samples else None,
                                      "max": max(load.samples, default=None)},
@@ -193,10 +221,11 @@ def run(db_kind: str, users: int, spawn_rate: float, seconds: int, think: float,
         "calls": {name: calls[name] for name in (*CALLS, "next_task (queue empty)") if name in calls},
         "all_calls": calls.get("Aggregated"),
         "failures": failures,
+        "browser": browser,
         "acknowledged": acked, "acknowledged_twice": len(crowd["acknowledged"]) - acked,
         "judgements_per_s": round(acked / seconds, 2),
         "checks": checks,
-        "passed": all(checks[c] == 0 for c in CHECKS),
+        "passed": all(checks[c] == 0 for c in CHECKS) and (browser is None or browser["error"] is None),
         "round": None if before is None or after is None else {**trained_meanwhile(before, after),
                                                                "after_app_stopped": round_after_stop},
     }
@@ -208,7 +237,8 @@ def run(db_kind: str, users: int, spawn_rate: float, seconds: int, think: float,
 
 
 def print_table(r: dict[str, Any]) -> None:
-    m = r["meta"]
+    m, b = r["meta"], r["browser"]
+    from_browser = b["judgements_stored"] if b else 0
     print(f"{'call':<24}{'requests':>10}{'failures':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'max ms':>10}")
     for name, c in r["calls"].items():
         print(f"{name:<24}{c['requests']:>10}{c['failures']:>10}{c['p50_ms']:>10.0f}{c['p95_ms']:>10.0f}"
@@ -217,11 +247,17 @@ def print_table(r: dict[str, Any]) -> None:
         ("database", m["database"]),
         ("crowd", f"{m['users']} users (+{m['spawn_rate']}/s), {m['seconds']} s, reading ~{m['think_median_s']} s"),
         ("judgements acknowledged", f"{r['acknowledged']} ({r['judgements_per_s']}/s)"),
-        ("judgements stored", f"{r['checks']['judgements']} ({r['checks']['unacknowledged']} never acknowledged: "
-                              "replies cut off by the end of the run)"),
+        ("judgements stored", f"{r['checks']['judgements']} ({r['checks']['unacknowledged'] - from_browser} never "
+                              "acknowledged: replies cut off by the end of the run"
+                              + (f"; {from_browser} from the browser)" if b else ")")),
         *[(f"check: {c.replace('_', ' ')}", r["checks"][c]) for c in CHECKS],
         ("checks", "PASS" if r["passed"] else "FAIL"),
     ]
+    if b:
+        rows.append(("browser: submit -> next task",
+                     f"p50 {b['p50_ms']} ms, p95 {b['p95_ms']} ms, max {b['max_ms']} ms over {b['judgements']} "
+                     f"judgements (reading ~{b['think_median_s']} s)"
+                     + (f"; stopped: {b['error']}" if b["error"] else "")))
     for f in r["failures"]:
         rows.append((f"failure: {f['name']}", f"{f['occurrences']} x {f['error']}"))
     if r["round"] is not None:
@@ -250,6 +286,10 @@ def main() -> None:
     ap.add_argument("--round-running", action=argparse.BooleanOptionalAction, default=True,
                     help="a round trains in the worker during the run")
     ap.add_argument("--tasks", type=int, help="tasks to seed (default: enough that the queue never runs dry)")
+    ap.add_argument("--api", choices=("gradio", "plain"), default="gradio",
+                    help="Gradio's endpoints (/gradio_api/run/<name>) or the JSON routes (/api/<name>)")
+    ap.add_argument("--browser", action="store_true", help="one more annotator in Chromium, timed submit to next task")
+    ap.add_argument("--browser-think-seconds", type=float, default=3, help="the browser annotator's reading time")
     ap.add_argument("--keep", action="store_true", help="keep the run's folder (database, logs, locust's CSV)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -257,7 +297,7 @@ def main() -> None:
         sys.exit("locust is not installed: pip install -e '.[bench]'")
     seconds = args.seconds if args.seconds is not None else round(args.minutes * 60)
     result = run(args.database, args.users, args.spawn_rate, seconds, args.think_seconds, args.round_running,
-                 args.tasks, args.keep)
+                 args.tasks, args.keep, args.api, args.browser_think_seconds if args.browser else None)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -2,7 +2,8 @@
 
 Each simulated annotator logs in with its own account (`POST /login`), then loops: `next_task`
 -> reads the post and its summaries for a human-like time -> `submit` (the app's
-`POST /gradio_api/run/<name>` endpoints, the ones `gradio_client` calls). Locust reports each call
+`POST /gradio_api/run/<name>` endpoints, the ones `gradio_client` calls, or with CROWD_API=plain
+the JSON routes `POST /api/<name>`). Locust reports each call
 under its own name (`login`, `next_task`, `submit`), so its statistics give p50/p95/p99 per call;
 with `--csv PREFIX` the final ones are also written to PREFIX_final_stats.csv and
 PREFIX_final_failures.csv when locust quits.
@@ -12,6 +13,7 @@ Set by the environment (`bench/crowd_load.py` sets them all):
 - CROWD_PASSWORD: their password;
 - CROWD_THINK_S: the median reading time per judgement in seconds (default 30; log-normal, so
   most judgements take between half and twice that, a few much longer);
+- CROWD_API: `gradio` (default) or `plain`, which endpoints the crowd calls;
 - CROWD_ACK_DIR: a folder where each locust process appends the assignment id of every submit the
   app acknowledged with {"stored": true} to `acks-<pid>.txt`, one per line, for the check of the
   database afterwards.
@@ -39,6 +41,7 @@ from locust.exception import StopUser
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
 STRENGTHS = ("significantly", "better", "slightly", "negligibly")
+SUBMIT_FIELDS = ("assignment_id", "best", "quality", "factual", "strength", "all_unacceptable", "comment")
 THINK_SIGMA = 0.5  # log-normal spread of reading times: 90% of judgements within 0.44x-2.3x the median
 
 # One process hands out the names in order. Several locust processes (--processes, workers) would
@@ -104,19 +107,23 @@ class Annotator(HttpUser):
                 raise StopUser()
 
     def _call(self, name: str, *args: object) -> Any:
-        """The endpoint's first output, or None after recording the failure (HTTP status, the
-        app's error message, or a reply that is not the expected JSON)."""
-        with self.client.post(f"/gradio_api/run/{name}", json={"data": list(args)}, name=name,
-                              catch_response=True) as reply:
+        """The endpoint's answer, or None after recording the failure (HTTP status, the app's
+        error message, or a reply that is not the expected JSON)."""
+        plain = os.environ.get("CROWD_API", "gradio") == "plain"
+        path, payload = ((f"/api/{name}", dict(zip(SUBMIT_FIELDS, args, strict=False))) if plain
+                         else (f"/gradio_api/run/{name}", {"data": list(args)}))
+        with self.client.post(path, json=payload, name=name, catch_response=True) as reply:
             try:
                 body = reply.json()
             except ValueError:
                 body = None
-            if reply.status_code != 200 or not isinstance(body, dict) or not body.get("data"):
-                detail = body.get("error") if isinstance(body, dict) else reply.text[:200]
+            answered = isinstance(body, dict) and reply.status_code == 200 and (plain or body.get("data"))
+            if not answered:
+                detail = (body.get("detail") or body.get("error")) if isinstance(body, dict) else reply.text[:200]
                 reply.failure(f"{name} {reply.status_code}: {detail}")
                 return None
-            return body["data"][0]
+            assert isinstance(body, dict)
+            return body if plain else body["data"][0]
 
     def _read(self) -> None:
         gevent.sleep(self.rng.lognormvariate(self.mu, THINK_SIGMA))

@@ -165,10 +165,16 @@ def test_two_annotators_mouse_and_keyboard(app_url: str, browser, ctx) -> None: 
 @pytest.mark.browser
 def test_refused_submission_then_skip(app_url: str, browser, ctx) -> None:  # type: ignore[no-untyped-def]
     page, _ = open_as(browser, app_url, "ann1")
+    title = page.locator("#title textarea, #title input").first.input_value()
+    page.locator("#quality-B label").nth(2).click()
     page.locator("#best label").first.click()
     page.locator("#submit-btn").click()
-    page.wait_for_selector("text=/quality_A/", timeout=15_000)
+    page.wait_for_selector("#refusal [role=alert]:has-text('quality_A')", timeout=15_000)
     assert re.search("rate the overall quality of summary A", page.content())
+    # The refusal keeps the task and what was already chosen, so nothing has to be redone.
+    assert page.locator("#title textarea, #title input").first.input_value() == title
+    assert page.locator("#quality-B input").nth(2).is_checked() and page.locator("#best input").first.is_checked()
+    assert page.get_by_text("Error", exact=True).count() == 0
     with ctx.transaction() as db:
         assert db.scalars(select(Judgement)).all() == []
     skipped_title = page.locator("#title textarea, #title input").first.input_value()
