@@ -116,14 +116,16 @@ def open_home(home: Path, database_url: str | None = None) -> Context:
 SUBMIT_FIELDS = ("assignment_id", "best", "quality", "factual", "strength", "all_unacceptable", "comment")
 
 
-def call(client: httpx.Client, name: str, *args: object, api: str = "gradio") -> dict:
+def call(client: httpx.Client, name: str, *args: object, api: str = "gradio", session: str = "") -> dict:
     """One call of the annotation API: Gradio's endpoints (`/gradio_api/run/<name>`, what
-    gradio_client uses) or the plain JSON routes beside them (`/api/<name>`)."""
+    gradio_client uses) or the plain JSON routes beside them (`/api/<name>`). `session` is the
+    client's `session_hash`, as gradio_client sends one: without it Gradio builds its per-session
+    state for every block of the app on every call."""
     if api == "plain":
         response = client.post(f"/api/{name}", json=dict(zip(SUBMIT_FIELDS, args, strict=False)))
         response.raise_for_status()
         return response.json()
-    response = client.post(f"/gradio_api/run/{name}", json={"data": list(args)})
+    response = client.post(f"/gradio_api/run/{name}", json={"data": list(args), "session_hash": session})
     response.raise_for_status()
     return response.json()["data"][0]
 
@@ -141,7 +143,7 @@ def annotate(url: str, worker: Worker, stop: threading.Event, max_calls: int, th
             if stop.is_set():
                 return
             t0 = time.perf_counter()
-            task = call(client, "next_task", api=api)["task"]
+            task = call(client, "next_task", api=api, session=worker.name)["task"]
             worker.next_ms.append((time.perf_counter() - t0) * 1000)
             if task is None:
                 return
@@ -150,7 +152,7 @@ def annotate(url: str, worker: Worker, stop: threading.Event, max_calls: int, th
             t0 = time.perf_counter()
             try:
                 out = call(client, "submit", task["assignment_id"], letters[0], {c: 5 for c in letters},
-                           {c: True for c in letters}, "better", False, "", api=api)
+                           {c: True for c in letters}, "better", False, "", api=api, session=worker.name)
                 if out.get("stored"):
                     worker.acknowledged.append(task["assignment_id"])
             except httpx.HTTPError as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+import time
 from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
@@ -22,7 +23,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 TITLE = "#title textarea, #title input"
 THINK_SIGMA = 0.5  # as the crowd's (bench/locustfile.py)
 # Installed in the page before its scripts run: each click on Submit starts a clock that stops at
-# the first animation frame showing a different title; the times collect in window.__waits.
+# the first animation frame showing a different title; each wait, with the part of it spent in
+# the page's HTTP request (Resource Timing), collects in window.__waits.
 TIMER = """
 window.__waits = [];
 document.addEventListener('click', e => {
@@ -31,8 +33,10 @@ document.addEventListener('click', e => {
   const start = performance.now(), before = title()?.value;
   const frame = () => {
     const now = title()?.value;
-    if (now && now !== before) window.__waits.push(performance.now() - start);
-    else requestAnimationFrame(frame);
+    if (!now || now === before) { requestAnimationFrame(frame); return; }
+    const calls = performance.getEntriesByType('resource').filter(r => r.startTime >= start);
+    window.__waits.push({total: performance.now() - start, request: calls.length ? calls.at(-1).duration : null});
+    performance.clearResourceTimings();
   };
   requestAnimationFrame(frame);
 }, true);
@@ -45,11 +49,14 @@ NEW_TITLE = ("prev => { const t = document.querySelector('#title textarea, #titl
 class BrowserProbe:
     """Runs in its own thread between `with` and the end of the block; `result()` afterwards."""
 
-    def __init__(self, url: str, name: str, password: str, think_s: float) -> None:
+    def __init__(self, url: str, name: str, password: str, think_s: float, warm_up_s: float = 0) -> None:
+        """Waits that start in the first `warm_up_s` seconds (while the crowd logs in) are not counted."""
         self.url, self.name, self.password = url, name, password
         self.mu = math.log(max(think_s, 0.01))
         self.rng = random.Random(name)
-        self.waits_ms: list[float] = []
+        self.count_from = time.monotonic() + warm_up_s
+        self.waits: list[dict[str, float | None]] = []
+        self._seen = 0
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -92,16 +99,22 @@ class BrowserProbe:
             page.locator(f"#factual-{c} label").nth(self.rng.randrange(2)).click()
         page.locator("#best label").nth(self.rng.randrange(len(shown))).click()
         page.locator("#strength label").nth(self.rng.randrange(4)).click()
+        counted = time.monotonic() >= self.count_from
         page.locator("#submit-btn").click()
         page.wait_for_function(NEW_TITLE, arg=title, timeout=60_000)
-        page.wait_for_function("n => window.__waits.length > n", arg=len(self.waits_ms))
-        self.waits_ms.append(page.evaluate("() => window.__waits.at(-1)"))
+        self._seen += 1
+        page.wait_for_function("n => window.__waits.length >= n", arg=self._seen)
+        if counted:
+            self.waits.append(page.evaluate("() => window.__waits.at(-1)"))
 
     def result(self) -> dict[str, Any]:
-        waits = sorted(self.waits_ms)
+        """Percentiles of the whole wait and of the request inside it (the rest is the page's own
+        work: gathering the form before the request, drawing the next task after it)."""
 
-        def pct(q: float) -> float | None:
-            return round(waits[min(len(waits) - 1, int(q * len(waits)))]) if waits else None
+        def pct(key: str, q: float) -> float | None:
+            values = sorted(v for w in self.waits if (v := w[key]) is not None)
+            return round(values[min(len(values) - 1, int(q * len(values)))]) if values else None
 
-        return {"judgements": len(waits), "p50_ms": pct(0.50), "p95_ms": pct(0.95), "max_ms": pct(1.0),
-                "error": self.error}
+        return {"judgements": len(self.waits), "p50_ms": pct("total", 0.50), "p95_ms": pct("total", 0.95),
+                "max_ms": pct("total", 1.0), "request_p50_ms": pct("request", 0.50),
+                "request_p95_ms": pct("request", 0.95), "error": self.error}

@@ -115,7 +115,7 @@ class LoadSampler:
 
 
 def run_locust(host: str, users: int, spawn_rate: float, seconds: int, think: float, api: str,
-               folder: Path) -> dict[str, Any]:
+               folder: Path, steady: bool = False) -> dict[str, Any]:
     """Locust headless against `host`, bounded in users, spawn rate and time; its CSV statistics
     under `folder`. Returns its exit status, whether it warned that its own CPU was saturated (its
     timings are then unreliable), and the acknowledged assignment ids."""
@@ -123,7 +123,7 @@ def run_locust(host: str, users: int, spawn_rate: float, seconds: int, think: fl
            "CROWD_THINK_S": str(think), "CROWD_API": api, "CROWD_ACK_DIR": str(folder / "acks")}
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users),
            "-r", str(spawn_rate), "-t", f"{seconds}s", "--host", host, "--csv", str(folder / "locust"),
-           "--only-summary"]
+           "--only-summary", *(["--reset-stats"] if steady else [])]
     log = folder / "locust.log"
     with open(log, "wb") as out:
         # The time limit is locust's; this one only guards against a locust that never ends.
@@ -173,7 +173,8 @@ def browser_judgements(ctx: Context, name: str) -> int:
 
 
 def run(db_kind: str, users: int, spawn_rate: float, seconds: int, think: float, round_running: bool,
-        tasks: int | None, keep: bool, api: str = "gradio", browser_think: float | None = None) -> dict[str, Any]:
+        tasks: int | None, keep: bool, api: str = "gradio", browser_think: float | None = None,
+        steady: bool = False) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix=f"calibra-crowd-{db_kind}-"))
     started = datetime.now(UTC)
     with database(db_kind) as url:
@@ -195,10 +196,12 @@ def run(db_kind: str, users: int, spawn_rate: float, seconds: int, think: float,
                 wait_for_training(ctx, number)
                 before = round_stages(ctx, number)
             url = f"http://127.0.0.1:{port}"
-            probe: AbstractContextManager[object] = (BrowserProbe(f"{url}/", probe_name, PASSWORD, browser_think)
-                                                     if browser_think else nullcontext())
+            ramp_s = users / spawn_rate if steady else 0
+            probe: AbstractContextManager[object] = (
+                BrowserProbe(f"{url}/", probe_name, PASSWORD, browser_think, warm_up_s=ramp_s)
+                if browser_think else nullcontext())
             with LoadSampler() as load, probe:
-                crowd = run_locust(url, users, spawn_rate, seconds, think, api, home)
+                crowd = run_locust(url, users, spawn_rate, seconds, think, api, home, steady)
             after = round_stages(ctx, number) if number is not None else None
         finally:
             stop_server(server)
@@ -213,7 +216,8 @@ def run(db_kind: str, users: int, spawn_rate: float, seconds: int, think: float,
     acked = len(set(crowd["acknowledged"]))
     result = {
         "meta": {"date": started.isoformat(timespec="seconds"), "database": db_kind, "users": users,
-                 "spawn_rate": spawn_rate, "seconds": seconds, "api": api, "think_median_s": think, "tasks": n_tasks,
+                 "spawn_rate": spawn_rate, "seconds": seconds, "api": api, "steady": steady,
+                 "think_median_s": think, "tasks": n_tasks,
                  "seed_s": round(seed_s, 1), "machine": machine(),
                  "load_average_1m": {"mean": round(sum(load.samples) / len(load.samples), 2) if load.samples else None,
                                      "max": max(load.samples, default=None)},
@@ -245,7 +249,8 @@ def print_table(r: dict[str, Any]) -> None:
               f"{c['p99_ms']:>10.0f}{c['max_ms']:>10.0f}")
     rows: list[tuple[str, object]] = [
         ("database", m["database"]),
-        ("crowd", f"{m['users']} users (+{m['spawn_rate']}/s), {m['seconds']} s, reading ~{m['think_median_s']} s"),
+        ("crowd", f"{m['users']} users (+{m['spawn_rate']}/s), {m['seconds']} s, reading ~{m['think_median_s']} s, "
+                  f"{m['api']} API" + ("; timings once all had started" if m["steady"] else "")),
         ("judgements acknowledged", f"{r['acknowledged']} ({r['judgements_per_s']}/s)"),
         ("judgements stored", f"{r['checks']['judgements']} ({r['checks']['unacknowledged'] - from_browser} never "
                               "acknowledged: replies cut off by the end of the run"
@@ -256,7 +261,8 @@ def print_table(r: dict[str, Any]) -> None:
     if b:
         rows.append(("browser: submit -> next task",
                      f"p50 {b['p50_ms']} ms, p95 {b['p95_ms']} ms, max {b['max_ms']} ms over {b['judgements']} "
-                     f"judgements (reading ~{b['think_median_s']} s)"
+                     f"judgements (reading ~{b['think_median_s']} s); its request p50 {b['request_p50_ms']} ms, "
+                     f"p95 {b['request_p95_ms']} ms"
                      + (f"; stopped: {b['error']}" if b["error"] else "")))
     for f in r["failures"]:
         rows.append((f"failure: {f['name']}", f"{f['occurrences']} x {f['error']}"))
@@ -290,6 +296,8 @@ def main() -> None:
                     help="Gradio's endpoints (/gradio_api/run/<name>) or the JSON routes (/api/<name>)")
     ap.add_argument("--browser", action="store_true", help="one more annotator in Chromium, timed submit to next task")
     ap.add_argument("--browser-think-seconds", type=float, default=3, help="the browser annotator's reading time")
+    ap.add_argument("--steady", action="store_true",
+                    help="count only what happens once every user has started (locust --reset-stats)")
     ap.add_argument("--keep", action="store_true", help="keep the run's folder (database, logs, locust's CSV)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -297,7 +305,8 @@ def main() -> None:
         sys.exit("locust is not installed: pip install -e '.[bench]'")
     seconds = args.seconds if args.seconds is not None else round(args.minutes * 60)
     result = run(args.database, args.users, args.spawn_rate, seconds, args.think_seconds, args.round_running,
-                 args.tasks, args.keep, args.api, args.browser_think_seconds if args.browser else None)
+                 args.tasks, args.keep, args.api, args.browser_think_seconds if args.browser else None,
+                 args.steady)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

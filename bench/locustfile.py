@@ -2,7 +2,8 @@
 
 Each simulated annotator logs in with its own account (`POST /login`), then loops: `next_task`
 -> reads the post and its summaries for a human-like time -> `submit` (the app's
-`POST /gradio_api/run/<name>` endpoints, the ones `gradio_client` calls, or with CROWD_API=plain
+`POST /gradio_api/run/<name>` endpoints, the ones `gradio_client` calls, with a `session_hash` per
+annotator as gradio_client sends, or with CROWD_API=plain
 the JSON routes `POST /api/<name>`). Locust reports each call
 under its own name (`login`, `next_task`, `submit`), so its statistics give p50/p95/p99 per call;
 with `--csv PREFIX` the final ones are also written to PREFIX_final_stats.csv and
@@ -111,7 +112,7 @@ class Annotator(HttpUser):
         error message, or a reply that is not the expected JSON)."""
         plain = os.environ.get("CROWD_API", "gradio") == "plain"
         path, payload = ((f"/api/{name}", dict(zip(SUBMIT_FIELDS, args, strict=False))) if plain
-                         else (f"/gradio_api/run/{name}", {"data": list(args)}))
+                         else (f"/gradio_api/run/{name}", {"data": list(args), "session_hash": self.name}))
         with self.client.post(path, json=payload, name=name, catch_response=True) as reply:
             try:
                 body = reply.json()
