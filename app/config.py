@@ -38,6 +38,8 @@ class Settings:
         "help": "random | uncertainty: the next batch's comparisons at random, or where the judge is least sure"})
     hacking_alarm_gap: float = field(default=0.1, metadata={
         "help": "a judge predicting a win rate this much above the annotators' raises the reward-hacking alarm"})
+    request_log: Path | None = field(default=None, metadata={
+        "help": "a file the app appends one line per HTTP request to: time, method, path, status, ms"})
     config_file: Path | None = None
 
 
@@ -92,7 +94,7 @@ def _coerce(name: str, value: Any) -> Any:
         "replication": int, "gold_rate": float,
         "round_min_judgements": int, "round_ranker": _boolean, "round_batch_docs": int, "round_schedule": str,
         "promote_min_win_rate": float, "promote_max_length_growth": float, "hacking_alarm_gap": float,
-        "next_batch_selection": random_or_uncertainty}
+        "next_batch_selection": random_or_uncertainty, "request_log": _path_or_none}
     try:
         return kinds[name](value)
     except (TypeError, ValueError):
@@ -107,6 +109,11 @@ def random_or_uncertainty(value: Any) -> str:
     if text not in ("random", "uncertainty"):
         raise ValueError(value)
     return text
+
+
+def _path_or_none(value: Any) -> Path | None:
+    """A file path; empty means none."""
+    return Path(str(value)).expanduser().absolute() if str(value).strip() else None
 
 
 def _boolean(value: Any) -> bool:

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from annotate.sessions import SESSION_COOKIE, LoginPolicy, LoginRefused, end_session, log_in, session_user
 from app.context import Context
+from app.request_log import RequestLog
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ def build_server(ctx: Context, blocks: gr.Blocks, *, head: str, css: str, login_
         return await run_in_threadpool(lookup, request.cookies.get(SESSION_COOKIE))
 
     app.add_middleware(_StrangersToLogin, who=_session_user)
+    if ctx.settings.request_log is not None:
+        app.add_middleware(RequestLog, path=ctx.settings.request_log)  # outermost: the whole request
 
     @app.get("/login", response_class=HTMLResponse)
     def login_page() -> str:

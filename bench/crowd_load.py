@@ -20,6 +20,8 @@ crowd (`bench/browser_probe.py`), reading for `--browser-think-seconds`, and its
 times are reported too.
 
 Reported: p50/p95/p99 per call (locust's own percentiles from its CSV, rounded as locust rounds them),
+beside the app's own timings of the same calls (its `request_log`, from arrival to the last byte):
+where the two differ much, the load generator's own queueing, not the app, made the difference;
 requests, failures and their messages, judgements per second, the checks, the round's progress
 during the run, and the machine's load average during the run (other work may share it). The exit
 status is 1 when a request failed or a check did not pass.
@@ -153,6 +155,23 @@ def read_stats(folder: Path) -> tuple[dict[str, dict[str, float]], list[dict[str
     return calls, failures
 
 
+def server_timings(log: Path, since: float) -> dict[str, dict[str, float]]:
+    """The app's own timings of `next_task` and `submit` (its `request_log`), for the requests
+    that arrived after `since` (unix time), by the nearest-rank percentile."""
+    times: dict[str, list[float]] = {name: [] for name in CALLS[1:]}
+    for line in log.read_text().splitlines() if log.exists() else []:
+        at, _, path, _, ms = line.split("\t")
+        name = path.rsplit("/", 1)[-1]
+        if name in times and float(at) >= since and path in (f"/api/{name}", f"/gradio_api/run/{name}"):
+            times[name].append(float(ms))
+
+    def pct(values: list[float], q: float) -> float:
+        return round(values[min(len(values) - 1, int(q * len(values)))], 1) if values else 0.0
+
+    return {name: {"requests": len(v), "p50_ms": pct(sorted(v), 0.5), "p95_ms": pct(sorted(v), 0.95),
+                   "p99_ms": pct(sorted(v), 0.99)} for name, v in times.items()}
+
+
 def trained_meanwhile(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """Optimizer steps each stage took between the crowd's start and its end."""
     steps = {name: {"from": before["stages"].get(name, {}).get("step", 0), "to": s["step"], "total": s["total"],
@@ -189,6 +208,7 @@ def run(db_kind: str, users: int, spawn_rate: float, seconds: int, think: float,
         seed_s = time.perf_counter() - t0
         number = start_training(ctx) if round_running else None
         port = free_port()
+        os.environ["CALIBRA_REQUEST_LOG"] = str(home / "requests.tsv")  # the app's own timings
         server = start_server(home, port, log=home / "serve.log")
         try:
             before = None
@@ -200,6 +220,7 @@ def run(db_kind: str, users: int, spawn_rate: float, seconds: int, think: float,
             probe: AbstractContextManager[object] = (
                 BrowserProbe(f"{url}/", probe_name, PASSWORD, browser_think, warm_up_s=ramp_s)
                 if browser_think else nullcontext())
+            counted_from = time.time() + ramp_s
             with LoadSampler() as load, probe:
                 crowd = run_locust(url, users, spawn_rate, seconds, think, api, home, steady)
             after = round_stages(ctx, number) if number is not None else None
@@ -213,6 +234,7 @@ def run(db_kind: str, users: int, spawn_rate: float, seconds: int, think: float,
                        "judgements_stored": browser_judgements(ctx, probe_name)}
         ctx.engine.dispose()
     calls, failures = read_stats(home)
+    server = server_timings(home / "requests.tsv", counted_from)
     acked = len(set(crowd["acknowledged"]))
     result = {
         "meta": {"date": started.isoformat(timespec="seconds"), "database": db_kind, "users": users,
@@ -224,6 +246,11 @@ def run(db_kind: str, users: int, spawn_rate: float, seconds: int, think: float,
                  "locust_cpu_warning": crowd["cpu_warning"]},
         "calls": {name: calls[name] for name in (*CALLS, "next_task (queue empty)") if name in calls},
         "all_calls": calls.get("Aggregated"),
+        # What the crowd measured less what the app measured: the network and the load
+        # generator's own queueing. Large differences mean locust, not the app, was the limit.
+        "server": server,
+        "crowd_minus_server_ms": {name: {q: round(calls[name][q] - server[name][q], 1) for q in ("p50_ms", "p95_ms")}
+                                  for name in server if name in calls and server[name]["requests"]},
         "failures": failures,
         "browser": browser,
         "acknowledged": acked, "acknowledged_twice": len(crowd["acknowledged"]) - acked,
@@ -247,6 +274,9 @@ def print_table(r: dict[str, Any]) -> None:
     for name, c in r["calls"].items():
         print(f"{name:<24}{c['requests']:>10}{c['failures']:>10}{c['p50_ms']:>10.0f}{c['p95_ms']:>10.0f}"
               f"{c['p99_ms']:>10.0f}{c['max_ms']:>10.0f}")
+    for name, c in r["server"].items():
+        print(f"{name + ' (app)':<24}{c['requests']:>10}{'':>10}{c['p50_ms']:>10.0f}{c['p95_ms']:>10.0f}"
+              f"{c['p99_ms']:>10.0f}")
     rows: list[tuple[str, object]] = [
         ("database", m["database"]),
         ("crowd", f"{m['users']} users (+{m['spawn_rate']}/s), {m['seconds']} s, reading ~{m['think_median_s']} s, "

@@ -51,3 +51,11 @@ def test_loop_settings_are_checked() -> None:
     assert (settings.next_batch_selection, settings.hacking_alarm_gap) == ("uncertainty", 0.2)
     with pytest.raises(ConfigError, match="next_batch_selection: 'smart' is not a valid random or uncertainty"):
         load_settings(environ={"CALIBRA_NEXT_BATCH_SELECTION": "smart"})
+
+
+def test_the_request_log_is_a_path_or_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(environ={}).request_log is None
+    assert load_settings(environ={"CALIBRA_REQUEST_LOG": "logs/requests.tsv"}).request_log == \
+        tmp_path / "logs" / "requests.tsv"
+    assert load_settings(environ={"CALIBRA_REQUEST_LOG": " "}).request_log is None

@@ -29,6 +29,13 @@ def crowd(*extra: str) -> dict:  # type: ignore[type-arg]
     assert result["acknowledged"] > 0 and calls["submit"]["requests"] >= result["acknowledged"]
     assert result["checks"]["judgements"] >= result["acknowledged"]
     assert result["passed"], result["checks"]
+    # The app logged every call the crowd timed (and perhaps a few cut off by the end of the run),
+    # taking no longer over them than the crowd waited: the crowd's own time on top is small.
+    for name in ("next_task", "submit"):
+        timed = calls[name]["requests"] + calls.get(f"{name} (queue empty)", {"requests": 0})["requests"]
+        app = result["server"][name]
+        assert 0 <= app["requests"] - timed <= 10, (name, app, calls[name])
+        assert app["p50_ms"] <= calls[name]["p50_ms"] * 1.1 + 1, (name, app, calls[name])
     assert done.returncode == 0, done.stderr[-3000:]
     return result
 
