@@ -154,6 +154,28 @@ def next_assignment(db: Session, rater: Rater, policy: QueuePolicy = QueuePolicy
 
 def _try_lease(db: Session, task_id: int, rater: Rater, now: datetime, lease: timedelta,
                rng: random.Random) -> Assignment | None:
+    """A lease on this task, or None. On PostgreSQL a try that fails gives its task's row lock
+    back (a savepoint rolled back): the window's order follows judgement counts that move, so two
+    requests may walk the same tasks in different orders, and each holding the lock of a task it
+    could not lease while waiting for the other's would deadlock. SQLite locks the whole database
+    instead of rows."""
+    if db.get_bind().dialect.name != "postgresql":
+        return _lease(db, task_id, rater, now, lease, rng)
+    savepoint = db.begin_nested()
+    try:
+        leased = _lease(db, task_id, rater, now, lease, rng)
+    except BaseException:
+        savepoint.rollback()
+        raise
+    if leased is None:
+        savepoint.rollback()
+    else:
+        savepoint.commit()  # RELEASE SAVEPOINT: the transaction keeps the task's lock until it ends
+    return leased
+
+
+def _lease(db: Session, task_id: int, rater: Rater, now: datetime, lease: timedelta,
+           rng: random.Random) -> Assignment | None:
     # The task row is locked before its leases are counted (on SQLite the transaction holds the
     # database's write lock already): the count includes whatever the lock's last holder committed.
     target = db.scalar(_LOCK_TASK, {"task_id": task_id})
